@@ -1,0 +1,491 @@
+"""Recipes: one YAML file per paper table, validated by pydantic, with profiles and `--set` overrides.
+
+Resolution order for every row (later wins):
+  recipe fields -> profile fields -> row fields -> profile `rows.<name>` fields -> `--set` overrides.
+A recipe-level `--set train.epochs=3` is decisive: it also replaces a row's own `train.epochs`.
+`--set rows.<name>.<key>=V` touches one row only.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bvbench.errors import BvbenchError
+from bvbench.registry import suggest
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+PROFILES = ("paper", "cpu", "smoke")
+ROW_SECTIONS = ("data", "model", "train", "eval")  # recipe-level defaults a row may override in part
+NAME_RE = r"^[a-z0-9][a-z0-9_.-]*$"
+
+# Display units of paper columns: measured values are multiplied by the factor to read like the paper.
+UNITS: dict[str, float] = {
+    "fraction": 1.0,  # accuracy 0.986
+    "percent": 100.0,  # Top-1 (%) 70.56
+    "count": 1.0,
+    "M": 1e-6,  # parameters 85.81 M
+    "G": 1e-9,  # 17.59 GMac
+    "x1e8": 1e-8,  # OPs (x10^8)
+    "x1e9": 1e-9,
+    "MB": 1.0,  # sizes are stored in their unit already
+    "MiB": 1.0,
+    "ms": 1.0,
+    "text": 1.0,  # descriptive column, never measured
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PaperColumn(Strict):
+    """One column of the paper's table."""
+
+    key: str = Field(description="metric key in metrics.json (top1, f1, params, ...) or a descriptive key")
+    label: str = Field(description="the column header as printed in the paper")
+    unit: Literal[tuple(UNITS)] = "fraction"  # type: ignore[valid-type]
+    measured: bool = Field(True, description="false: a descriptive column (W-A bits, Disti.) from the paper")
+    tolerance: float | None = Field(None, ge=0, description="|paper - measured| counted as a match, paper units")
+
+
+class PaperInfo(Strict):
+    """Where the reference numbers come from."""
+
+    citation: str
+    file: str = Field(description="file under ../shared/papers/")
+    table: str = Field(description="the table's name in the paper, e.g. 'Table I'")
+    caption: str | None = None
+    url: str | None = None
+    columns: list[PaperColumn] = Field(min_length=1)
+
+
+class DataConfig(Strict):
+    name: str = "cifar10"
+    img_size: int | None = Field(None, ge=8, description="resize to this size; default: the data set's own")
+    train_subset: int | None = Field(None, ge=1, description="use a class-stratified subset of the train split")
+    test_subset: int | None = Field(None, ge=1, description="use a class-stratified subset of the test split")
+    num_workers: int = Field(2, ge=0)
+
+
+class ModelConfig(Strict):
+    name: str = "vit_tiny_patch16_224"
+    source: Literal["timm", "torchvision"] = "timm"
+    pretrained: bool = Field(False, description="load timm/torchvision weights (needs internet or a cache)")
+    checkpoint: str | None = Field(None, description="local state_dict to load (weights_only=True)")
+    img_size: int | None = Field(None, ge=8)
+    patch_size: int | None = Field(None, ge=1)
+    embed_dim: int | None = Field(None, ge=8)
+    depth: int | None = Field(None, ge=1)
+    num_heads: int | None = Field(None, ge=1)
+    mlp_ratio: float | None = Field(None, gt=0)
+    drop_path_rate: float = Field(0.0, ge=0, lt=1)
+    num_classes: int | None = Field(None, ge=2, description="default: the data set's number of classes")
+
+
+class MethodSpec(BaseModel):
+    """Which quantizers go where. `name` picks a registered method; other keys are its options."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "fp"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class AugmentConfig(Strict):
+    hflip: bool = True
+    random_crop: bool = True
+    randaugment: str | None = Field(None, description="timm RandAugment string, e.g. rand-m9-mstd0.5-inc1")
+    color_jitter: float = Field(0.0, ge=0)
+    random_erasing: float = Field(0.0, ge=0, le=1)
+    mixup: float = Field(0.0, ge=0)
+    cutmix: float = Field(0.0, ge=0)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["adamw", "adam", "sgd", "lamb"] = "adamw"
+    lr: float = Field(5e-4, gt=0)
+    lr_base_batch: int | None = Field(None, ge=1, description="scale lr by batch_size / lr_base_batch (DeiT)")
+    weight_decay: float = Field(0.05, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_lr: float = Field(1e-6, ge=0)
+    min_lr: float = Field(1e-6, ge=0)
+    step_size: int = Field(30, ge=1, description="epochs between lr drops (step schedule)")
+    gamma: float = Field(0.1, gt=0, le=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+    amp: bool = Field(True, description="bf16/fp16 autocast on CUDA; ignored on the CPU")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short (smoke tests)")
+    augment: AugmentConfig = AugmentConfig()
+
+
+class EvalConfig(Strict):
+    batch_size: int = Field(256, ge=1)
+    topk: list[int] = [1, 5]
+
+
+class DistillConfig(Strict):
+    kind: Literal["none", "hard", "soft"] = "none"
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term")
+    tau: float = Field(1.0, gt=0)
+
+
+class StageConfig(Strict):
+    """One training stage (GSB two-stage, BiViT cross-layer); unset fields come from the row."""
+
+    name: str = Field(pattern=NAME_RE)
+    epochs: int | None = Field(None, ge=0)
+    lr: float | None = Field(None, gt=0)
+    method: MethodSpec | None = None
+
+
+class Row(Strict):
+    """One row of the paper's table."""
+
+    name: str = Field(pattern=NAME_RE)
+    label: str
+    status: Literal["run", "pending", "reference"] = Field(
+        "run", description="pending: method not implemented yet; reference: shown from the paper, never run"
+    )
+    note: str | None = None
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+    method: MethodSpec = MethodSpec()
+    stages: list[StageConfig] = []
+    teacher: str | None = Field(None, description="row whose finished run is the teacher")
+    init_from: str | None = Field(None, description="row whose final weights initialise this one")
+    distill: DistillConfig = DistillConfig()
+    paper: dict[str, float | int | str | None] = {}
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    def resolved_stages(self) -> list[StageConfig]:
+        """The stages with every field filled in from the row."""
+        if not self.stages:
+            return [StageConfig(name="main", epochs=self.train.epochs, lr=self.train.lr, method=self.method)]
+        return [
+            StageConfig(
+                name=s.name,
+                epochs=self.train.epochs if s.epochs is None else s.epochs,
+                lr=self.train.lr if s.lr is None else s.lr,
+                method=s.method or self.method,
+            )
+            for s in self.stages
+        ]
+
+
+class Recipe(Strict):
+    """A paper table made runnable."""
+
+    name: str = Field(pattern=NAME_RE)
+    title: str
+    profile: str = "paper"
+    seed: int = Field(0, ge=0)
+    paper: PaperInfo
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    rows: list[Row] = Field(min_length=1)
+    profiles: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_rows(cls, raw: Any) -> Any:
+        """Give each row the recipe-level data/model/train/eval, overlaid with its own partial fields."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("rows"), list):
+            return raw
+        raw = dict(raw)
+        rows = []
+        for row in raw["rows"]:
+            if isinstance(row, dict):
+                row = dict(row)
+                for sec in ROW_SECTIONS:
+                    base = raw.get(sec) or {}
+                    own = row.get(sec) or {}
+                    if isinstance(base, dict) and isinstance(own, dict):
+                        row[sec] = deep_merge(base, own)
+            rows.append(row)
+        raw["rows"] = rows
+        return raw
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Recipe:
+        names = [r.name for r in self.rows]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"row names must be unique; repeated: {', '.join(sorted(dup))}")
+        for r in self.rows:
+            for field in ("teacher", "init_from"):
+                ref = getattr(r, field)
+                if ref is not None and ref not in names:
+                    raise ValueError(f"row {r.name!r}: {field} {ref!r} is not a row.{suggest(ref, names)}")
+                if ref == r.name:
+                    raise ValueError(f"row {r.name!r}: {field} cannot be the row itself")
+        keys = {c.key for c in self.paper.columns}
+        for r in self.rows:
+            unknown = set(r.paper) - keys
+            if unknown:
+                raise ValueError(
+                    f"row {r.name!r}: paper values for {sorted(unknown)} but paper.columns has no such key"
+                )
+        for p in self.profiles:
+            if p not in PROFILES:
+                raise ValueError(f"unknown profile {p!r}; profiles are {', '.join(PROFILES)}")
+        return self
+
+    def row(self, name: str) -> Row:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise BvbenchError(f"recipe {self.name!r} has no row {name!r}.{suggest(name, [r.name for r in self.rows])}")
+
+    def dependencies(self, names: list[str]) -> list[str]:
+        """`names` plus the teacher/init rows they need, ordered so that dependencies come first."""
+        order: list[str] = []
+
+        def visit(n: str, stack: tuple[str, ...]) -> None:
+            if n in stack:
+                raise BvbenchError(f"recipe {self.name!r}: rows depend on each other in a cycle: {' -> '.join(stack + (n,))}")
+            if n in order:
+                return
+            r = self.row(n)
+            for dep in (r.init_from, r.teacher):
+                if dep:
+                    visit(dep, stack + (n,))
+            order.append(n)
+
+        for n in names:
+            visit(n, ())
+        return order
+
+
+# ---------------------------------------------------------------- loading
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `base` with `over` merged in, recursively for nested dicts."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def available() -> list[str]:
+    """Names of the recipes shipped in recipes/."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise BvbenchError(f"recipe file {p} does not exist")
+        return p
+    cand = RECIPES_DIR / f"{name_or_path}.yaml"
+    if cand.is_file():
+        return cand
+    raise BvbenchError(f"unknown recipe {name_or_path!r}.{suggest(name_or_path, available())} (`bvbench list recipes`)")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise BvbenchError(f"{path}:{where}: invalid YAML: {problem}") from None
+    except OSError as e:
+        raise BvbenchError(f"cannot read recipe {path}: {e.strerror}") from None
+    if not isinstance(data, dict):
+        raise BvbenchError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def parse_set(items: list[str] | None) -> list[tuple[str, Any]]:
+    """`["train.epochs=3"]` -> `[("train.epochs", 3)]`; values are read as YAML scalars."""
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise BvbenchError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
+            raise BvbenchError(f"--set {item!r}: bad key {key!r}")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        if isinstance(parsed, str) and re.fullmatch(r"[-+]?\d*\.?\d+[eE][-+]?\d+", parsed):
+            parsed = float(parsed)
+        out.append((key, parsed))
+    return out
+
+
+def _set_path(d: dict[str, Any], parts: list[str], value: Any) -> None:
+    for p in parts[:-1]:
+        nxt = d.get(p)
+        if nxt is None:
+            nxt = d[p] = {}
+        if not isinstance(nxt, dict):
+            raise BvbenchError(f"--set {'.'.join(parts)}: {p!r} is not a section")
+        d = nxt
+    d[parts[-1]] = value
+
+
+def _has_path(d: Any, parts: list[str]) -> bool:
+    for p in parts:
+        if not isinstance(d, dict) or p not in d:
+            return False
+        d = d[p]
+    return True
+
+
+def _check_key(parts: list[str], key: str) -> None:
+    """Reject a `--set` key that names no field, with the closest valid name."""
+    models: dict[str, type[BaseModel]] = {
+        "data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
+        "distill": DistillConfig, "augment": AugmentConfig,
+    }
+    top = {**{k: None for k in Recipe.model_fields}}
+    if parts[0] not in top:
+        raise BvbenchError(f"--set {key}: no field {parts[0]!r}.{suggest(parts[0], list(top))}")
+    model: type[BaseModel] | None = models.get(parts[0])
+    for p in parts[1:]:
+        if model is None:
+            return
+        if model is MethodSpec:
+            return
+        if p not in model.model_fields:
+            raise BvbenchError(f"--set {key}: no field {p!r}.{suggest(p, list(model.model_fields))}")
+        model = models.get(p)
+
+
+def apply_overrides(raw: dict[str, Any], sets: list[tuple[str, Any]]) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    row_names = [r.get("name") for r in raw.get("rows", []) if isinstance(r, dict)]
+    for key, value in sets:
+        parts = key.split(".")
+        if parts[0] == "rows":
+            if len(parts) < 3:
+                raise BvbenchError(f"--set {key}: use rows.<row>.<field>=VALUE")
+            name = parts[1]
+            if name not in row_names:
+                raise BvbenchError(f"--set {key}: no row {name!r}.{suggest(name, row_names)}")
+            sub = parts[2:]
+            if sub[0] in ROW_SECTIONS:
+                _check_key(sub, key)
+            elif sub[0] not in Row.model_fields:
+                raise BvbenchError(f"--set {key}: rows have no field {sub[0]!r}.{suggest(sub[0], list(Row.model_fields))}")
+            _set_path(raw["rows"][row_names.index(name)], sub, value)
+            continue
+        _check_key(parts, key)
+        _set_path(raw, parts, value)
+        if parts[0] in ROW_SECTIONS:  # decisive: also replace the rows' own setting of this key
+            for r in raw.get("rows", []):
+                if isinstance(r, dict) and _has_path(r, parts):
+                    _set_path(r, parts, value)
+    return raw
+
+
+def apply_profile(raw: dict[str, Any], profile: str, source: str) -> dict[str, Any]:
+    if profile not in PROFILES:
+        raise BvbenchError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    profiles = raw.get("profiles") or {}
+    if not isinstance(profiles, dict):
+        raise BvbenchError(f"{source}: 'profiles' must be a mapping of profile name to overrides")
+    raw = copy.deepcopy(raw)
+    raw["profile"] = profile
+    if profile == "paper":
+        return raw
+    if profile not in profiles:
+        raise BvbenchError(f"{source}: recipe has no {profile!r} profile (it has: {', '.join(['paper', *profiles])})")
+    over = copy.deepcopy(profiles[profile]) or {}
+    if not isinstance(over, dict):
+        raise BvbenchError(f"{source}: profiles.{profile} must be a mapping")
+    row_over = over.pop("rows", {}) or {}
+    if not isinstance(row_over, dict):
+        raise BvbenchError(f"{source}: profiles.{profile}.rows must map row names to overrides")
+    raw = deep_merge(raw, over)
+    names = [r.get("name") for r in raw.get("rows", []) if isinstance(r, dict)]
+    for name, patch in row_over.items():
+        if name not in names:
+            raise BvbenchError(f"{source}: profiles.{profile}.rows names no row {name!r}.{suggest(str(name), names)}")
+        i = names.index(name)
+        raw["rows"][i] = deep_merge(raw["rows"][i], patch or {})
+    return raw
+
+
+def format_validation_error(e: ValidationError, source: str, raw: dict[str, Any]) -> str:
+    """One line per problem, naming the file and the field (rows by name, not index)."""
+    lines = []
+    for err in e.errors():
+        loc = list(err["loc"])
+        parts: list[str] = []
+        i = 0
+        while i < len(loc):
+            p = loc[i]
+            if p == "rows" and i + 1 < len(loc) and isinstance(loc[i + 1], int):
+                idx = loc[i + 1]
+                rows = raw.get("rows") or []
+                nm = rows[idx].get("name") if idx < len(rows) and isinstance(rows[idx], dict) else None
+                parts.append(f"rows[{nm or idx}]")
+                i += 2
+                continue
+            parts.append(str(p))
+            i += 1
+        field = ".".join(parts) or "(recipe)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {str(loc[-1])!r}"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        lines.append(f"{source}: {field}: {msg}")
+    return "\n".join(lines)
+
+
+def load_recipe(
+    name_or_path: str,
+    profile: str = "paper",
+    sets: list[str] | list[tuple[str, Any]] | None = None,
+) -> Recipe:
+    """Load, apply the profile and `--set` overrides, validate. Raises BvbenchError with file and field."""
+    path = recipe_path(name_or_path)
+    raw = read_yaml(path)
+    source = str(path)
+    raw = apply_profile(raw, profile, source)
+    pairs = parse_set(sets) if sets and isinstance(sets[0], str) else list(sets or [])  # type: ignore[arg-type]
+    raw = apply_overrides(raw, pairs)  # type: ignore[arg-type]
+    if "name" not in raw:
+        raw["name"] = path.stem
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise BvbenchError(format_validation_error(e, source, raw)) from None
+
+
+def to_yaml(recipe: Recipe) -> str:
+    """The fully resolved recipe (profiles already applied) as YAML."""
+    data = recipe.model_dump(mode="json", exclude={"profiles"})
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
