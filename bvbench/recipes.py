@@ -54,15 +54,27 @@ class PaperColumn(Strict):
     tolerance: float | None = Field(None, ge=0, description="|paper - measured| counted as a match, paper units")
 
 
+class PaperTable(Strict):
+    """One table of the paper, with its columns in the paper's order."""
+
+    name: str = Field(description="the table's name in the paper, e.g. 'Table I'")
+    caption: str | None = None
+    columns: list[PaperColumn] = Field(min_length=1)
+
+
 class PaperInfo(Strict):
     """Where the reference numbers come from."""
 
     citation: str
     file: str = Field(description="file under ../shared/papers/")
-    table: str = Field(description="the table's name in the paper, e.g. 'Table I'")
-    caption: str | None = None
     url: str | None = None
-    columns: list[PaperColumn] = Field(min_length=1)
+    tables: list[PaperTable] = Field(min_length=1)
+
+    def table(self, name: str) -> PaperTable:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise KeyError(name)
 
 
 class DataConfig(Strict):
@@ -169,7 +181,8 @@ class Row(Strict):
     teacher: str | None = Field(None, description="row whose finished run is the teacher")
     init_from: str | None = Field(None, description="row whose final weights initialise this one")
     distill: DistillConfig = DistillConfig()
-    paper: dict[str, float | int | str | None] = {}
+    table: str | None = Field(None, description="the paper table this row belongs to (default: the first)")
+    paper: dict[str, float | int | str | None] = Field({}, description="the paper's printed values by column key")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -239,12 +252,17 @@ class Recipe(Strict):
                     raise ValueError(f"row {r.name!r}: {field} {ref!r} is not a row.{suggest(ref, names)}")
                 if ref == r.name:
                     raise ValueError(f"row {r.name!r}: {field} cannot be the row itself")
-        keys = {c.key for c in self.paper.columns}
+        tables = [t.name for t in self.paper.tables]
         for r in self.rows:
+            if r.table is None:
+                r.table = tables[0]
+            if r.table not in tables:
+                raise ValueError(f"row {r.name!r}: table {r.table!r} is not in paper.tables.{suggest(r.table, tables)}")
+            keys = {c.key for c in self.paper.table(r.table).columns}
             unknown = set(r.paper) - keys
             if unknown:
                 raise ValueError(
-                    f"row {r.name!r}: paper values for {sorted(unknown)} but paper.columns has no such key"
+                    f"row {r.name!r}: paper values for {sorted(unknown)} but {r.table} has no such column"
                 )
         for p in self.profiles:
             if p not in PROFILES:
