@@ -1,0 +1,226 @@
+"""The `bvbench` command line: each command parses its options, then calls one library function."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bvbench.errors import BvbenchError
+
+app = typer.Typer(
+    name="bvbench",
+    help="Reproduce, compare and extend binarized and 1.58-bit Vision Transformers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+Profile = Annotated[str, typer.Option("--profile", "-p", help="paper (published protocol), cpu or smoke")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: KEY=VALUE (dotted)")]
+
+
+class Kind(str, Enum):
+    recipes = "recipes"
+    methods = "methods"
+    datasets = "datasets"
+    models = "models"
+    quantizers = "quantizers"
+
+
+@app.command("list")
+def list_cmd(
+    kind: Annotated[Kind, typer.Argument(help="what to list")] = Kind.recipes,
+    pattern: Annotated[str, typer.Option(help="wildcard filter (models)")] = "*",
+) -> None:
+    """List recipes, methods, data sets, models or quantizers."""
+    from bvbench import recipes
+
+    t = Table(show_lines=False)
+    if kind is Kind.recipes:
+        for col in ("recipe", "paper", "tables", "data set", "rows"):
+            t.add_column(col)
+        for name in recipes.available():
+            try:
+                r = recipes.load_recipe(name)
+            except BvbenchError as e:
+                t.add_row(name, f"[red]invalid: {str(e).splitlines()[0]}[/]", "", "", "")
+                continue
+            run = sum(x.status == "run" for x in r.rows)
+            t.add_row(name, r.paper.citation, ", ".join(x.name for x in r.paper.tables), r.data.name,
+                      f"{len(r.rows)} ({run} runnable)")
+    elif kind is Kind.datasets:
+        from bvbench.data import DATASETS, dataset_info
+
+        for col in ("data set", "name in tables", "classes", "image size"):
+            t.add_column(col)
+        for name in DATASETS.names():
+            info = dataset_info(name)
+            t.add_row(name, info.display, str(info.num_classes), str(info.img_size))
+    elif kind is Kind.methods:
+        from bvbench.methods import METHODS
+
+        t.add_column("method")
+        t.add_column("details")
+        for name in METHODS.names():
+            meta = METHODS.meta(name)
+            t.add_row(name, ", ".join(f"{k}: {v}" for k, v in meta.items()))
+    elif kind is Kind.quantizers:
+        from bvbench.quant import QUANTIZERS
+
+        for col in ("quantizer", "kind", "bits", "paper"):
+            t.add_column(col)
+        for name in QUANTIZERS.names():
+            meta = QUANTIZERS.meta(name)
+            t.add_row(name, str(meta.get("kind", "")), str(meta.get("bits", "")), str(meta.get("paper", "")))
+    else:
+        from bvbench.models import list_models
+
+        t.add_column("model")
+        for name in list_models(pattern):
+            t.add_row(name)
+    console.print(t)
+
+
+@app.command()
+def show(
+    recipe: Annotated[str, typer.Argument(help="recipe name or YAML path")],
+    profile: Profile = "paper",
+    set_: Sets = None,
+) -> None:
+    """Print the fully resolved recipe as YAML."""
+    from bvbench.recipes import load_recipe, to_yaml
+
+    print(to_yaml(load_recipe(recipe, profile, set_ or [])), end="")
+
+
+@app.command()
+def validate(
+    recipe: Annotated[list[str] | None, typer.Argument(help="recipe names or paths")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every recipe in recipes/")] = False,
+) -> None:
+    """Check recipes (every profile) without running them."""
+    from bvbench.recipes import PROFILES, available, load_recipe, read_yaml, recipe_path
+
+    names = available() if all_ or not recipe else recipe
+    bad = 0
+    for name in names:
+        profiles = ["paper", *[p for p in (read_yaml(recipe_path(name)).get("profiles") or {}) if p in PROFILES]]
+        for p in profiles:
+            try:
+                load_recipe(name, p)
+            except BvbenchError as e:
+                bad += 1
+                err.print(f"[red]✗ {name} [{p}][/]: {e}")
+                continue
+        console.print(f"[green]✓[/] {name} ({', '.join(profiles)})")
+    if bad:
+        raise BvbenchError(f"{bad} recipe profile(s) invalid")
+
+
+@app.command()
+def run(
+    recipe: Annotated[str, typer.Argument(help="recipe name or YAML path")],
+    profile: Profile = "paper",
+    rows: Annotated[str | None, typer.Option(help="comma-separated row names (their teachers run too)")] = None,
+    set_: Sets = None,
+    data_dir: Annotated[str | None, typer.Option(help="data root (default $BVBENCH_DATA or ~/.cache/bvbench)")] = None,
+    download: Annotated[bool, typer.Option(help="let torchvision download missing data sets")] = False,
+    out: Annotated[str, typer.Option(help="results folder")] = "results",
+    seed: Annotated[int | None, typer.Option(help="random seed (default: the recipe's)")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    resume: Annotated[bool, typer.Option(help="continue unfinished runs from their last checkpoint")] = False,
+) -> None:
+    """Train and evaluate each row of a recipe; finished runs are reused, never overwritten."""
+    from bvbench.report.table import build_tables, to_markdown, write_tables
+    from bvbench.runner import RunOptions, run_recipe
+
+    opts = RunOptions(profile=profile, rows=rows.split(",") if rows else None, sets=set_ or [], data_dir=data_dir,
+                      download=download, out=out, seed=seed, device=device, resume=resume)
+    rec, _ = run_recipe(recipe, opts)
+    tables = build_tables(rec, Path(out), profile)
+    write_tables(tables, Path(out), rec.name)
+    console.print(to_markdown(tables), markup=False)
+
+
+@app.command()
+def table(
+    recipe: Annotated[list[str] | None, typer.Argument(help="recipes (default: every recipe with results)")] = None,
+    results: Annotated[str, typer.Option(help="results folder")] = "results",
+    format_: Annotated[str, typer.Option("--format", help="md or csv")] = "md",
+    profile: Annotated[str | None, typer.Option(help="only runs of this profile")] = None,
+    out: Annotated[str | None, typer.Option(help="write to this file instead of printing")] = None,
+) -> None:
+    """Comparison tables: the paper's numbers next to ours (also written to results/<recipe>/table.*)."""
+    from bvbench.recipes import available, load_recipe
+    from bvbench.report.table import build_tables, to_csv, to_markdown, write_tables
+
+    if format_ not in ("md", "csv"):
+        raise BvbenchError(f"--format {format_!r}: choose md or csv")
+    res = Path(results)
+    names = recipe or [n for n in available() if (res / n).is_dir()]
+    if not names:
+        raise BvbenchError(f"no results in {res}/ yet; run a recipe first (bvbench run quickstart)")
+    all_tables = []
+    for name in names:
+        rec = load_recipe(name)
+        tables = build_tables(rec, res, profile)
+        if (res / rec.name).is_dir():
+            write_tables(tables, res, rec.name)
+        all_tables += tables
+    text = to_markdown(all_tables) if format_ == "md" else to_csv(all_tables)
+    if out:
+        from bvbench.results import atomic_write_text
+
+        atomic_write_text(Path(out), text)
+        console.print(f"wrote {out}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+
+
+@app.command("eval")
+def eval_cmd(
+    run_dir: Annotated[str, typer.Argument(help="a finished run folder results/<recipe>/<row>/<run-id>")],
+    data_dir: Annotated[str | None, typer.Option(help="data root")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Re-evaluate a finished run from its checkpoint."""
+    import json
+
+    from bvbench.runner import evaluate_run
+
+    print(json.dumps(evaluate_run(run_dir, data_dir, device), indent=2))
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except BvbenchError as e:
+        err.print("[red]error:[/] " + escape(str(e)))
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

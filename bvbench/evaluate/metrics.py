@@ -1,0 +1,94 @@
+"""Classification metrics: top-k, macro precision / recall / F1 (scikit-learn), confusion matrix."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and targets of a whole loader (model in eval mode; DeiT heads are averaged by timm)."""
+    was_training = model.training
+    model.eval()
+    logits, targets = [], []
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            out = model(x)
+        if isinstance(out, tuple):  # a distilled model left in distilled-training mode
+            out = (out[0] + out[1]) / 2
+        logits.append(out.float().cpu())
+        targets.append(torch.as_tensor(y))
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(targets)
+
+
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, ks: Iterable[int] = (1, 5)) -> dict[str, float]:
+    """Fraction of samples whose label is among the k highest logits, for each k <= number of classes."""
+    out = {}
+    n_classes = logits.shape[1]
+    for k in ks:
+        if k > n_classes:
+            continue
+        top = logits.topk(k, dim=1).indices
+        out[f"top{k}"] = (top == targets[:, None]).any(dim=1).float().mean().item()
+    return out
+
+
+def classification_metrics(
+    logits: torch.Tensor, targets: torch.Tensor, num_classes: int, topk: Iterable[int] = (1, 5)
+) -> tuple[dict[str, float], np.ndarray]:
+    """top-k, macro precision/recall/F1 (zero_division=0) and the confusion matrix (rows = true class)."""
+    preds = logits.argmax(dim=1).numpy()
+    y = targets.numpy()
+    labels = list(range(num_classes))
+    p, r, f, _ = precision_recall_fscore_support(y, preds, labels=labels, average="macro", zero_division=0)
+    metrics = {**topk_accuracy(logits, targets, topk), "precision": float(p), "recall": float(r), "f1": float(f)}
+    metrics["test_loss"] = float(nn.functional.cross_entropy(logits, targets).item())
+    return metrics, confusion_matrix(y, preds, labels=labels)
+
+
+def write_confusion_csv(cm: np.ndarray, classes: list[str], path: Path) -> None:
+    """Rows are the true class, columns the predicted class, both labelled."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["true\\pred", *classes])
+        for name, row in zip(classes, cm, strict=True):
+            w.writerow([name, *row.tolist()])
+
+
+def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
+    """A labelled heat map (row-normalised colours, raw counts written in the cells when legible)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(classes)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = min(4 + 0.45 * n, 24)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    if n <= 30:
+        ax.set_xticks(range(n), classes, rotation=45, ha="right")
+        ax.set_yticks(range(n), classes)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,157 @@
+"""Run folders: results/<recipe>/<row>/<run-id>/ with atomic writes and a `.done` marker written last."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from bvbench.errors import BvbenchError
+
+DONE = ".done"
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def config_hash(obj: Any) -> str:
+    """Short stable hash of a JSON-able configuration."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def safe_child(root: Path, *parts: str) -> Path:
+    """root/parts..., refusing names that could escape root (`..`, slashes, absolute paths)."""
+    for p in parts:
+        if not SAFE_ID.match(p) or ".." in p:
+            raise BvbenchError(f"refusing unsafe name {p!r} in a results path")
+    out = root.joinpath(*parts).resolve()
+    if not out.is_relative_to(root.resolve()):
+        raise BvbenchError(f"path {out} escapes the results folder {root}")
+    return out
+
+
+def git_sha() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def environment(device: torch.device, seed: int) -> dict[str, Any]:
+    """Everything needed to repeat a run (lm-evaluation-harness style)."""
+    import numpy
+    import timm
+    import torchvision
+
+    import bvbench
+
+    env: dict[str, Any] = {
+        "git_sha": git_sha(),
+        "bvbench": bvbench.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {"torch": torch.__version__, "torchvision": torchvision.__version__,
+                     "timm": timm.__version__, "numpy": numpy.__version__},
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "seed": seed,
+        "argv": sys.argv,
+        "hostname": platform.node(),
+        "start_time": now(),
+    }
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        env["world_size"] = torch.distributed.get_world_size()
+    return env
+
+
+@dataclass
+class RunDir:
+    """One run's folder."""
+
+    path: Path
+
+    @property
+    def done(self) -> bool:
+        return (self.path / DONE).exists()
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    def write_config(self, cfg: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+
+    def mark_done(self) -> None:
+        atomic_write_text(self.path / DONE, now() + "\n")
+
+    def metrics(self) -> dict[str, Any]:
+        return json.loads((self.path / "metrics.json").read_text())
+
+
+def find_runs(results: Path, recipe: str, row: str | None = None, finished: bool = True) -> list[RunDir]:
+    """Run folders of a recipe (optionally one row), oldest first by modification time."""
+    base = results / recipe
+    if not base.is_dir():
+        return []
+    rows = [base / row] if row else [p for p in base.iterdir() if p.is_dir()]
+    runs = [RunDir(p) for r in rows if r.is_dir() for p in r.iterdir() if p.is_dir() and (p / "config.yaml").exists()]
+    if finished:
+        runs = [r for r in runs if r.done]
+    return sorted(runs, key=lambda r: (r.path / "config.yaml").stat().st_mtime)

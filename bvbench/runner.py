@@ -1,0 +1,300 @@
+"""`bvbench run`: train and evaluate each row of a recipe into its own run folder."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.data import DataLoader
+
+from bvbench import methods
+from bvbench.data import build_dataset, data_root
+from bvbench.errors import BvbenchError
+from bvbench.evaluate.metrics import classification_metrics, plot_confusion, predict, write_confusion_csv
+from bvbench.models import build_model, load_state
+from bvbench.recipes import Recipe, Row, load_recipe
+from bvbench.results import (
+    RunDir,
+    atomic_torch_save,
+    atomic_write_json,
+    config_hash,
+    environment,
+    find_runs,
+    now,
+    safe_child,
+)
+from bvbench.train.trainer import Dist, Diverged, Interrupted, Trainer
+
+console = Console(highlight=False)
+
+
+@dataclass
+class RunOptions:
+    profile: str = "paper"
+    rows: list[str] | None = None
+    sets: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    download: bool = False
+    out: str = "results"
+    seed: int | None = None
+    device: str = "auto"
+    resume: bool = False
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BvbenchError("--device cuda: no CUDA device is available on this machine (use --device cpu)")
+    if name not in ("cpu", "cuda"):
+        raise BvbenchError(f"--device {name!r}: choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def row_identity(recipe: Recipe, row: Row, seed: int) -> dict[str, Any]:
+    """What makes two runs the same run: the resolved configuration (not labels or paper values)."""
+    ident = row.model_dump(mode="json", exclude={"label", "note", "paper", "status", "table", "name"})
+    ident.update({"profile": recipe.profile, "seed": seed, "methods_version": methods_version()})
+    for dep in ("teacher", "init_from"):
+        ref = getattr(row, dep)
+        if ref:
+            ident[dep] = row_identity(recipe, recipe.row(ref), seed)
+    return ident
+
+
+def methods_version() -> str:
+    """Changes when the code of the quantizers or methods changes (part of a run's identity)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for p in sorted([*root.glob("quant/*.py"), *root.glob("methods/*.py")]):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:8]
+
+
+def run_id(recipe: Recipe, row: Row, seed: int) -> str:
+    return f"{recipe.profile}-{row.data.name}-seed{seed}-{config_hash(row_identity(recipe, row, seed))}"
+
+
+class Runner:
+    """Runs the rows of one recipe; shared data sets are built once."""
+
+    def __init__(self, recipe: Recipe, opts: RunOptions) -> None:
+        self.recipe, self.opts = recipe, opts
+        self.seed = recipe.seed if opts.seed is None else opts.seed
+        self.device = pick_device(opts.device)
+        self.root = data_root(opts.data_dir)
+        self.results = Path(opts.out)
+        self._data: dict[str, Any] = {}
+        self.dist = Dist()
+
+    # ------------------------------------------------------------- data
+    def data(self, row: Row, split: str) -> tuple[Any, Any]:
+        augment = row.train.augment if split == "train" else None
+        key = yaml.safe_dump([row.data.model_dump(), split, augment.model_dump() if augment else None, self.seed])
+        if key not in self._data:
+            self._data[key] = build_dataset(row.data, self.root, split, download=self.opts.download,  # type: ignore[arg-type]
+                                            augment=augment, seed=self.seed)
+        return self._data[key]
+
+    def test_loader(self, row: Row) -> tuple[DataLoader, Any]:
+        ds, info = self.data(row, "test")
+        return DataLoader(ds, batch_size=row.eval.batch_size, shuffle=False, num_workers=row.data.num_workers), info
+
+    # ------------------------------------------------------------- model
+    def finished_run(self, row: Row) -> RunDir | None:
+        rid = run_id(self.recipe, row, self.seed)
+        rd = RunDir(safe_child(self.results, self.recipe.name, row.name, rid))
+        return rd if rd.done else None
+
+    def load_trained(self, row: Row, num_classes: int) -> nn.Module:
+        """The final model of a finished row (its stages' methods applied, weights loaded)."""
+        rd = self.finished_run(row)
+        if rd is None:
+            raise BvbenchError(f"row {row.name!r} has no finished run for profile {self.recipe.profile!r} "
+                               f"and seed {self.seed}; run it first (bvbench run {self.recipe.name} --rows {row.name})")
+        return rebuild_model(row, num_classes, rd.checkpoint)
+
+    def build(self, row: Row, num_classes: int) -> tuple[nn.Module, nn.Module | None]:
+        model = build_model(row.model, num_classes)
+        if row.init_from:
+            src = self.recipe.row(row.init_from)
+            state = self.load_trained(src, num_classes).state_dict()
+            own = model.state_dict()
+            fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+            if len(fit) < len(own) // 2:
+                raise BvbenchError(f"row {row.name!r}: init_from {src.name!r} does not fit its model "
+                                   f"({len(fit)} of {len(own)} tensors match)")
+            model.load_state_dict(fit, strict=False)
+        teacher = None
+        if row.teacher:
+            teacher = self.load_trained(self.recipe.row(row.teacher), num_classes).to(self.device).eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        return model, teacher
+
+    # ------------------------------------------------------------- rows
+    def rows_to_run(self) -> list[Row]:
+        names = self.opts.rows or [r.name for r in self.recipe.rows]
+        for n in names:
+            self.recipe.row(n)  # unknown row -> error with suggestion
+        return [self.recipe.row(n) for n in self.recipe.dependencies(names)]
+
+    def run(self) -> list[RunDir]:
+        done: list[RunDir] = []
+        for row in self.rows_to_run():
+            if row.status == "reference":
+                console.print(f"[dim]- {row.name}: reference row (paper value only, not run): {row.note or ''}[/]")
+                continue
+            if row.status == "pending":
+                console.print(f"[yellow]- {row.name}: skipped, method {row.method.name!r} is pending[/]")
+                continue
+            try:
+                rd = self.run_row(row)
+            except Diverged as e:
+                console.print(f"[red]! {row.name}: diverged: {e}; last good checkpoint kept; going on[/]")
+                continue
+            if rd is not None:
+                done.append(rd)
+        return done
+
+    def run_dir_for(self, row: Row) -> tuple[RunDir, dict[str, Any] | None]:
+        rid = run_id(self.recipe, row, self.seed)
+        base = safe_child(self.results, self.recipe.name, row.name, rid)
+        rd = RunDir(base)
+        if rd.done:
+            return rd, None
+        if rd.path.exists() and rd.checkpoint.exists():
+            if self.opts.resume:
+                return rd, load_training_checkpoint(rd.checkpoint)
+            n = 2
+            while (base.parent / f"{rid}-r{n}").exists():
+                n += 1
+            console.print(f"[yellow]  {row.name}: an unfinished run exists in {rd.path} (pass --resume to continue "
+                          f"it); starting a fresh one in {rid}-r{n}[/]")
+            rd = RunDir(base.parent / f"{rid}-r{n}")
+        return rd, None
+
+    def run_row(self, row: Row) -> RunDir | None:
+        rd, ckpt = self.run_dir_for(row)
+        if rd.done:
+            console.print(f"[green]= {row.name}: finished run reused ({rd.path})[/]")
+            return rd
+        train_set, info = self.data(row, "train")
+        test_loader, test_info = self.test_loader(row)
+        console.print(f"[bold]> {self.recipe.name}/{row.name}[/] ({row.label}) on {info.display}, "
+                      f"profile {self.recipe.profile}, {len(train_set)} train / {len(test_loader.dataset)} test, "
+                      f"device {self.device}" + (", resuming" if ckpt else ""))
+        model, teacher = self.build(row, info.num_classes)
+        rd.path.mkdir(parents=True, exist_ok=True)
+        if not (rd.path / "config.yaml").exists():
+            rd.write_config({"recipe": self.recipe.name, "profile": self.recipe.profile, "seed": self.seed,
+                             "run_id": rd.path.name, "data_dir": str(self.root), "row": row.model_dump(mode="json")})
+        env_path = rd.path / "env.json"
+        env = environment(self.device, self.seed)
+        if env_path.exists():
+            import json
+
+            env["start_time"] = json.loads(env_path.read_text()).get("start_time", env["start_time"])
+        atomic_write_json(env_path, env)
+        t0 = time.perf_counter()
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f} "
+                                       "{task.fields[ips]:.0f} img/s"), TimeRemainingColumn(),
+                            console=console, transient=True)
+        trainer = Trainer(row, model, train_set, test_loader, info.num_classes, self.device, rd.path, self.seed,
+                          teacher=teacher, dist=self.dist, progress=progress, log=console.print)
+        try:
+            with progress:
+                model = trainer.fit(resume=ckpt)
+        except Interrupted as e:
+            raise BvbenchError(f"{row.name}: interrupted ({e}); checkpoint saved in {rd.path}; "
+                               f"continue with: bvbench run {self.recipe.name} --resume (same options)") from None
+        train_time = time.perf_counter() - t0
+        logits, targets = predict(model, test_loader, self.device)
+        metrics, cm = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
+        classes = list(test_info.classes)
+        write_confusion_csv(cm, classes, rd.path / "confusion.csv")
+        plot_confusion(cm, classes, rd.path / "confusion.png", f"{self.recipe.name} / {row.label}")
+        record = {
+            "recipe": self.recipe.name, "row": row.name, "label": row.label, "run_id": rd.path.name,
+            "profile": self.recipe.profile, "seed": self.seed, "status": "finished",
+            "data": {"name": info.name, "display": info.display, "source": info.source,
+                     "train_size": len(train_set), "test_size": len(test_loader.dataset)},
+            "model": row.model.name, "method": row.method.name,
+            "epochs": sum(s.epochs or 0 for s in row.resolved_stages()),
+            "device": str(self.device), **metrics,
+            "params": sum(p.numel() for p in model.parameters()),
+            "train_time_s": round(train_time, 2),
+            "images_per_s": trainer.state.history[-1]["images_per_s"] if trainer.state.history else None,
+        }
+        atomic_write_json(rd.path / "metrics.json", record)
+        atomic_torch_save({"model": model.state_dict()}, rd.checkpoint)  # final weights only
+        env["end_time"] = now()
+        atomic_write_json(env_path, env)
+        rd.mark_done()
+        console.print(f"[green]  {row.name}: top1 {metrics['top1']:.4f}, F1 {metrics['f1']:.4f} "
+                      f"({train_time:.1f} s) -> {rd.path}[/]")
+        return rd
+
+
+def load_training_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint (model, optimizer, RNG and progress), loaded with weights_only=True."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign file
+        raise BvbenchError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(e).__name__}); "
+                           "delete it to start the run again") from None
+    if not isinstance(ckpt, dict) or "fit" not in ckpt:
+        raise BvbenchError(f"checkpoint {path} is not a bvbench training checkpoint")
+    return ckpt
+
+
+def rebuild_model(row: Row, num_classes: int, checkpoint: Path) -> nn.Module:
+    """A row's model with every stage's method applied and the checkpoint's weights loaded."""
+    model = build_model(row.model.model_copy(update={"pretrained": False, "checkpoint": None}), num_classes)
+    for stage in row.resolved_stages():
+        assert stage.method is not None
+        methods.apply(model, stage.method)
+    state = load_state(checkpoint)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise BvbenchError(f"checkpoint {checkpoint} does not match row {row.name!r}: {str(e).splitlines()[0]}") from None
+    return model
+
+
+def run_recipe(name: str, opts: RunOptions) -> tuple[Recipe, list[RunDir]]:
+    recipe = load_recipe(name, opts.profile, opts.sets)
+    return recipe, Runner(recipe, opts).run()
+
+
+def evaluate_run(run_dir: str, data_dir: str | None = None, device: str = "auto") -> dict[str, Any]:
+    """Re-evaluate a finished run from its checkpoint on its test split."""
+    rd = RunDir(Path(run_dir))
+    cfg_path = rd.path / "config.yaml"
+    if not cfg_path.exists():
+        raise BvbenchError(f"{run_dir} is not a bvbench run folder (no config.yaml)")
+    if not rd.checkpoint.exists():
+        raise BvbenchError(f"{run_dir} has no checkpoint.pt (was the run finished?)")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    row = Row.model_validate(cfg["row"])
+    dev = pick_device(device)
+    root = data_root(data_dir or cfg.get("data_dir"))
+    ds, info = build_dataset(row.data, root, "test")
+    loader = DataLoader(ds, batch_size=row.eval.batch_size, shuffle=False, num_workers=row.data.num_workers)
+    model = rebuild_model(row, info.num_classes, rd.checkpoint).to(dev)
+    logits, targets = predict(model, loader, dev)
+    metrics, _ = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
+    return {"run": str(rd.path), "data": info.display, **metrics}
+
+
+__all__ = ["RunOptions", "Runner", "run_recipe", "evaluate_run", "find_runs"]

@@ -1,0 +1,353 @@
+"""The training loop: stages, distillation, mixed precision, per-epoch checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from bvbench import methods
+from bvbench.errors import BvbenchError
+from bvbench.evaluate.metrics import predict, topk_accuracy
+from bvbench.models import is_distilled
+from bvbench.recipes import Row, StageConfig
+from bvbench.results import atomic_torch_save, atomic_write_text
+from bvbench.train.losses import ClassificationLoss
+from bvbench.train.schedule import build_optimizer, effective_lr, lr_at, set_lr
+
+HISTORY_FIELDS = ["stage", "epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1",
+                  "images_per_s", "epoch_time_s"]
+
+
+class Interrupted(Exception):
+    """Ctrl-C / SIGTERM arrived; a checkpoint was saved at the step boundary."""
+
+
+class Diverged(Exception):
+    """The loss became NaN or Inf."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    st = np.random.get_state()
+    out = {"torch": torch.get_rng_state(), "numpy": [st[0], torch.from_numpy(st[1].astype(np.int64)), *st[2:]],
+           "python": _listify(random.getstate())}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _listify(x: Any) -> Any:
+    return [_listify(v) for v in x] if isinstance(x, tuple | list) else x
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    torch.set_rng_state(st["torch"])
+    name, keys, *rest = st["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(_tuplify(st["python"]))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch, sharded by rank, that can start part-way (exact mid-epoch resume)."""
+
+    def __init__(self, n: int, seed: int, epoch: int, start: int = 0, rank: int = 0, world: int = 1,
+                 shuffle: bool = True) -> None:
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        idx = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
+        per = math.ceil(n / world)
+        idx = (idx + idx[: per * world - n])[rank::world]  # pad so every rank gets as many samples
+        self.indices = idx[start:]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass
+class Dist:
+    """Distributed context (a single process when world == 1)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class FitState:
+    """Where training stands; saved in every checkpoint."""
+
+    stage: int = 0
+    epoch: int = 0  # epoch within the stage
+    step: int = 0  # batch within the epoch
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class StopFlag:
+    """Turns SIGINT/SIGTERM into a flag read at step boundaries."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.signal is not None:  # second Ctrl-C: stop now
+                signal.signal(signum, old[signum])
+                raise KeyboardInterrupt
+            self.signal = signum
+
+        for s in old:
+            signal.signal(s, handler)
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+class Trainer:
+    """Trains one recipe row through its stages; the runner builds data, model and teacher."""
+
+    def __init__(
+        self,
+        row: Row,
+        model: nn.Module,
+        train_set: Dataset,
+        test_loader: DataLoader | None,
+        num_classes: int,
+        device: torch.device,
+        out_dir: Path,
+        seed: int,
+        teacher: nn.Module | None = None,
+        dist: Dist | None = None,
+        progress: Any = None,
+        log: Callable[[str], None] = print,
+        wrap: Callable[[nn.Module], nn.Module] | None = None,
+    ) -> None:
+        self.row, self.cfg = row, row.train
+        self.model = model
+        self.train_set, self.test_loader = train_set, test_loader
+        self.num_classes = num_classes
+        self.device, self.out_dir, self.seed = device, out_dir, seed
+        self.teacher = teacher.eval() if teacher is not None else None
+        self.dist = dist or Dist()
+        self.progress = progress
+        self.log = log
+        self.wrap = wrap or (lambda m: m)
+        self.stages: list[StageConfig] = row.resolved_stages()
+        self.state = FitState()
+        self.stop = StopFlag()
+        self.loss_fn = ClassificationLoss(self.cfg.label_smoothing, row.distill)
+        self.amp = self.cfg.amp and device.type == "cuda"
+        self.mixup = self._mixup()
+
+    # ------------------------------------------------------------------ helpers
+    def _mixup(self) -> Any:
+        a = self.cfg.augment
+        if a.mixup <= 0 and a.cutmix <= 0:
+            return None
+        from timm.data import Mixup
+
+        return Mixup(mixup_alpha=a.mixup, cutmix_alpha=a.cutmix, label_smoothing=self.cfg.label_smoothing,
+                     num_classes=self.num_classes)
+
+    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+        bs = self.cfg.batch_size
+        sampler = EpochSampler(len(self.train_set), self.seed, self.state.stage * 10_000 + epoch,
+                               start=start_batch * bs, rank=self.dist.rank, world=self.dist.world)
+        nw = self.row.data.num_workers
+        g = torch.Generator().manual_seed(self.seed * 7919 + self.state.stage * 10_000 + epoch)
+        return DataLoader(self.train_set, batch_size=bs, sampler=sampler, num_workers=nw, drop_last=self.mixup is not None,
+                          pin_memory=self.device.type == "cuda", generator=g,
+                          worker_init_fn=_seed_worker if nw else None, persistent_workers=False)
+
+    def steps_per_epoch(self) -> int:
+        n = math.ceil(len(self.train_set) / self.dist.world)
+        steps = n // self.cfg.batch_size if self.mixup is not None else math.ceil(n / self.cfg.batch_size)
+        if self.cfg.max_steps_per_epoch:
+            steps = min(steps, self.cfg.max_steps_per_epoch)
+        return max(steps, 1)
+
+    def _enter_stage(self, i: int) -> None:
+        stage = self.stages[i]
+        assert stage.method is not None
+        methods.apply(self.model, stage.method)
+        self.model.to(self.device)
+        if is_distilled(self.model):
+            self.model.set_distilled_training(self.row.distill.kind != "none" and self.teacher is not None)
+        self.net = self.wrap(self.model)
+        self.opt = build_optimizer(self.model, self.cfg, effective_lr(self.cfg, stage.lr or self.cfg.lr))
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "fit": {"stage": self.state.stage, "epoch": self.state.epoch, "step": self.state.step,
+                    "history": self.state.history},
+            "rng": rng_state(),
+            "row": self.row.name,
+        }
+
+    def save(self) -> None:
+        if self.dist.main:
+            atomic_torch_save(self.checkpoint_state(), self.out_dir / "checkpoint.pt")
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Resume from a training checkpoint: re-enter its stage, then load every state."""
+        fit = ckpt["fit"]
+        for i in range(fit["stage"] + 1):
+            self.state.stage = i
+            self._enter_stage(i)
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise BvbenchError(f"checkpoint in {self.out_dir} does not match this row's model: {e}") from None
+        self.state = FitState(fit["stage"], fit["epoch"], fit["step"], list(fit["history"]))
+        set_rng_state(ckpt["rng"])
+
+    def write_history(self) -> None:
+        if not self.dist.main:
+            return
+        lines = [",".join(HISTORY_FIELDS)]
+        for h in self.state.history:
+            lines.append(",".join(_fmt(h.get(k)) for k in HISTORY_FIELDS))
+        atomic_write_text(self.out_dir / "history.csv", "\n".join(lines) + "\n")
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, resume: dict[str, Any] | None = None) -> nn.Module:
+        """Train every stage; returns the trained (unwrapped) model."""
+        if resume is not None:
+            self.restore(resume)
+        else:
+            seed_everything(self.seed)
+            self._enter_stage(0)
+        with self.stop.installed():
+            while self.state.stage < len(self.stages):
+                stage = self.stages[self.state.stage]
+                while self.state.epoch < (stage.epochs or 0):
+                    self._epoch(stage)
+                    self.state.epoch += 1
+                    self.state.step = 0
+                    self.save()
+                self.state.stage += 1
+                self.state.epoch = 0
+                if self.state.stage < len(self.stages):
+                    self._enter_stage(self.state.stage)
+                    self.save()
+        return self.model
+
+    def _epoch(self, stage: StageConfig) -> None:
+        cfg, st = self.cfg, self.state
+        spe = self.steps_per_epoch()
+        total = spe * (stage.epochs or 0)
+        base_lr = effective_lr(cfg, stage.lr or cfg.lr)
+        self.net.train()
+        loader = self._loader(st.epoch, st.step)
+        task = None
+        desc = f"{self.row.name} [{stage.name}] epoch {st.epoch + 1}/{stage.epochs}"
+        if self.progress is not None and self.dist.main:
+            task = self.progress.add_task(desc, total=spe, completed=st.step, loss=float("nan"), acc=float("nan"), ips=0.0)
+        t0, seen, loss_sum, correct, n_batches = time.perf_counter(), 0, 0.0, 0, 0
+        for x, y in loader:
+            if st.step >= spe:
+                break
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            target = y
+            if self.mixup is not None:
+                x, target = self.mixup(x, y)
+            lr = lr_at(st.epoch * spe + st.step, total, spe, cfg, base_lr)
+            set_lr(self.opt, lr)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                out = self.net(x)
+                t_logits = None
+                if self.teacher is not None and self.row.distill.kind != "none":
+                    with torch.no_grad():
+                        t_logits = self.teacher(x).float()
+                loss = self.loss_fn(out, target, t_logits)
+            if not torch.isfinite(loss):
+                raise Diverged(f"loss is {loss.item()} at stage {stage.name}, epoch {st.epoch + 1}, step {st.step + 1}")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.opt.step()
+            logits = out[0] if isinstance(out, tuple) else out
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += x.shape[0]
+            loss_sum += loss.item()
+            n_batches += 1
+            st.step += 1
+            if task is not None:
+                ips = seen / max(time.perf_counter() - t0, 1e-9)
+                self.progress.update(task, advance=1, loss=loss_sum / n_batches, acc=correct / seen, ips=ips)
+            if self.stop.signal is not None:
+                self.save()
+                raise Interrupted(f"stopped at stage {stage.name}, epoch {st.epoch + 1}, step {st.step}")
+        elapsed = time.perf_counter() - t0
+        rec: dict[str, Any] = {"stage": stage.name, "epoch": st.epoch + 1, "lr": self.opt.param_groups[0]["lr"],
+                               "train_loss": loss_sum / max(n_batches, 1), "train_top1": correct / max(seen, 1),
+                               "images_per_s": seen * self.dist.world / max(elapsed, 1e-9), "epoch_time_s": elapsed}
+        if self.test_loader is not None:
+            logits, targets = predict(self.model, self.test_loader, self.device, self.amp)
+            rec["test_loss"] = nn.functional.cross_entropy(logits, targets).item()
+            rec["test_top1"] = topk_accuracy(logits, targets, (1,))["top1"]
+            self.net.train()
+        if task is not None:
+            self.progress.remove_task(task)
+        st.history.append(rec)
+        self.write_history()
+        if self.dist.main:
+            test = f" test_top1 {rec['test_top1']:.4f}" if "test_top1" in rec else ""
+            self.log(f"  {desc}: loss {rec['train_loss']:.4f} train_top1 {rec['train_top1']:.4f}{test} "
+                     f"({rec['images_per_s']:.0f} img/s, {elapsed:.1f} s)")
+
+
+def _seed_worker(worker_id: int) -> None:
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
