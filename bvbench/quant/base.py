@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from torch import Tensor, nn
+
 
 @dataclass(frozen=True)
 class Precision:
@@ -22,3 +25,44 @@ class Precision:
 
 
 FULL = Precision(32, 32)
+
+
+SCALE_MIN = 1e-5
+"""Lower bound of every learnable scale (GSB code: all learnable scales clamped to >= 1e-5)."""
+
+
+def sign(x: Tensor, zero_to_positive: bool = True) -> Tensor:
+    """Sign with values in {-1, +1}; `zero_to_positive` picks sign(0) = +1 (GSB Eq. 4) or -1 (BiViT Eq. 1)."""
+    pos = x >= 0 if zero_to_positive else x > 0
+    return torch.where(pos, torch.ones_like(x), -torch.ones_like(x))
+
+
+class Quantizer(nn.Module):
+    """Base of every quantizer: a `precision` (bits produced), `k` extra GSB masks (0 elsewhere), a variant."""
+
+    precision: Precision = FULL
+    k: int = 0
+    variant: str = "paper"
+
+    def target(self, x: Tensor) -> Tensor:
+        """The real-valued tensor the output approximates (default: the input itself)."""
+        return x
+
+
+class LazyInit(Quantizer):
+    """A quantizer whose learnable scales are set from the first batch (under no_grad); the
+    `initialized` buffer makes state_dict round-trips skip the re-initialisation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    def maybe_init(self, x: Tensor) -> None:
+        """Call `init_from(x)` once, at the first forward, without recording gradients."""
+        if not bool(self.initialized):
+            with torch.no_grad():
+                self.init_from(x.detach())
+            self.initialized.fill_(True)
+
+    def init_from(self, x: Tensor) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError

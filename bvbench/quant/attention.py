@@ -1,0 +1,148 @@
+"""Attention binarizers: BiBERT Bool attention, BiViT Softmax-aware Binarization (SAB) and Bi-ViT's learnable
+head-wise scaling factors (LSF). Attention maps are [B, H, N, N]; q, k, v are [B, H, N, d]."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd import Function
+
+from bvbench.quant.base import SCALE_MIN, LazyInit, Precision, Quantizer
+from bvbench.quant.registry import QUANTIZERS
+from bvbench.quant.ste import ScaledRoundClip, ScaledSign
+
+
+class _BoolClippedSTE(Function):
+    """Bool(x) = 1[x > 0] (BiViT Eq. 5); backward clipped STE g * 1[|x| <= 1]."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return torch.where(x.abs() <= 1, g, torch.zeros_like(g))
+
+
+@QUANTIZERS.register("bibert", kind="attention", bits=1, paper="BiBERT (BiViT Eq. 5 baseline)")
+class BiBERTAttention(Quantizer):
+    """BiBERT Bi-Attention: no softmax, `A = 1[scores > 0]` with scores = B_Q B_K^T / sqrt(d) of shape
+    [B, H, N, N]; clipped STE. q, k, v themselves use `sign_act`. `target` is softmax(scores)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.precision = Precision(32, 1)
+
+    def forward(self, scores: Tensor) -> Tensor:
+        return _BoolClippedSTE.apply(scores)
+
+    def target(self, x: Tensor) -> Tensor:
+        return x.softmax(dim=-1)
+
+
+def optimal_threshold(p: Tensor, iters: int = 5) -> tuple[Tensor, Tensor, Tensor]:
+    """BiViT Eq. 6-10: block coordinate descent per row of `p` for the 1-bit basis v and code b in {0, 1}:
+    v = x.b / ||b||^2 (Eq. 8), T = v / 2 (Eq. 9), b = Bool(x - T) (Eq. 10), `iters` rounds from b = 1[x > mean].
+    Returns (b, v, T), v and T with a trailing dim of 1."""
+    b = (p > p.mean(dim=-1, keepdim=True)).to(p.dtype)
+    v = t = p.new_zeros(p.shape[:-1] + (1,))
+    for _ in range(iters):
+        v = (p * b).sum(dim=-1, keepdim=True) / b.sum(dim=-1, keepdim=True).clamp_min(1)
+        t = v / 2
+        b = (p > t).to(p.dtype)
+    return b, v, t
+
+
+class _SABFunction(Function):
+    """Forward: the binarized attention `out` computed outside; backward: the softmax vjp (BiViT Eq. 12)."""
+
+    @staticmethod
+    def forward(ctx: Any, scores: Tensor, p: Tensor, out: Tensor) -> Tensor:
+        ctx.save_for_backward(p)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:
+        (p,) = ctx.saved_tensors
+        return p * (g - (g * p).sum(dim=-1, keepdim=True)), None, None
+
+
+@QUANTIZERS.register("sab", kind="attention", bits=1, paper="BiViT Softmax-aware Binarization (Eq. 6-12)")
+class SoftmaxAwareBinarizer(Quantizer):
+    """BiViT SAB on pre-softmax scores [B, H, N, N]: P = softmax(scores), per row T = beta * max P (Eq. 11),
+    A_b = Bool(P - T) = 1[P > T] (Eq. 10) in {0, 1}, not rescaled; backward is softmax's gradient (Eq. 12).
+
+    `threshold="optimal"` uses the block-coordinate-descent T of Eq. 6-10 (`iters` rounds, for analysis);
+    `scale=True` multiplies by the per-row basis v = P.b / ||b||^2 (Eq. 8; Table 1 rows with scales).
+    `variant="code"`: 1[P >= T] as in the public code. `target` is softmax(scores).
+    """
+
+    def __init__(
+        self,
+        beta: float = 0.25,
+        threshold: str = "approx",
+        iters: int = 5,
+        scale: bool = False,
+        variant: str = "paper",
+    ) -> None:
+        super().__init__()
+        if threshold not in ("approx", "optimal") or variant not in ("paper", "code"):
+            raise ValueError("threshold must be 'approx'|'optimal' and variant 'paper'|'code'")
+        self.beta, self.threshold, self.iters, self.scale, self.variant = beta, threshold, iters, scale, variant
+        self.precision = Precision(32, 1)
+
+    def forward(self, scores: Tensor) -> Tensor:
+        p = scores.detach().softmax(dim=-1)
+        if self.threshold == "optimal":
+            b = optimal_threshold(p, self.iters)[0]
+        else:
+            t = self.beta * p.amax(dim=-1, keepdim=True)
+            b = ((p >= t) if self.variant == "code" else (p > t)).to(p.dtype)
+        if self.scale:
+            b = b * ((p * b).sum(dim=-1, keepdim=True) / b.sum(dim=-1, keepdim=True).clamp_min(1))
+        return _SABFunction.apply(scores, p, b)
+
+    def target(self, x: Tensor) -> Tensor:
+        return x.softmax(dim=-1)
+
+
+@QUANTIZERS.register("lsf", kind="attention", bits=1, paper="Bi-ViT learnable head-wise scaling (Eq. 9-11)")
+class LearnableScaleBinarizer(LazyInit):
+    """Bi-ViT LSF: per head alpha_h, `alpha_h * sign(x / alpha_h)` for q, k, v ([B, H, N, d], `signed=True`).
+
+    Backward (Eq. 11): dx = g * 1[|x| <= alpha_h]; dalpha_h = sum g (sign(x) - x/alpha_h 1[|x| <= alpha_h])
+    (the same STE applied to alpha, as GSB Eq. 29). For the attention map A >= 0 ([B, H, N, N], `signed=False`)
+    sign would give all ones, so it uses `alpha_h * clip(round(A / alpha_h), 0, 1)` with clip range
+    0 <= A <= alpha_h. alpha_h is initialised to 2 * mean|x| of head h on the first batch (the code's rule;
+    the paper gives none), clamped >= 1e-5.
+    `variant="code"` adds the public code's learnable per-head zero point z (init 0): f(x - z) + z.
+    """
+
+    def __init__(self, num_heads: int, signed: bool = True, variant: str = "paper") -> None:
+        super().__init__()
+        if variant not in ("paper", "code"):
+            raise ValueError(f"variant must be 'paper' or 'code', not {variant!r}")
+        self.num_heads, self.signed, self.variant = num_heads, signed, variant
+        self.alpha = nn.Parameter(torch.ones(num_heads))
+        if variant == "code":
+            self.zero_point = nn.Parameter(torch.zeros(num_heads))
+        else:
+            self.register_parameter("zero_point", None)
+        self.precision = Precision(32, 1)
+
+    def init_from(self, x: Tensor) -> None:
+        dims = [d for d in range(x.dim()) if d != 1]
+        self.alpha.copy_((2 * x.abs().mean(dim=dims)).clamp_min(SCALE_MIN))
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.maybe_init(x)
+        alpha = self.alpha.clamp_min(SCALE_MIN).view(-1, 1, 1)
+        fn = ScaledSign if self.signed else ScaledRoundClip
+        if self.zero_point is None:
+            return fn.apply(x, alpha, 1.0)
+        z = self.zero_point.view(-1, 1, 1)
+        return fn.apply(x - z, alpha, 1.0) + z

@@ -1,0 +1,207 @@
+"""GSB (Group Superposition Binarization): the baseline attention binarizer (Eq. 7-8), GSB on the attention
+map (Eq. 9-25) and GSB on V (Eq. 26-34). Attention maps are [B, H, N, N]; V is [B, H, N, C]."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd import Function
+
+from bvbench.quant.base import SCALE_MIN, LazyInit, Precision, Quantizer, sign
+from bvbench.quant.registry import QUANTIZERS
+from bvbench.quant.ste import ScaledRoundClip
+
+
+def gsb_coefficients(k: int) -> list[float]:
+    """c_i = 0.5 + 0.4 i / k for i = 1..k (GSB Eq. 13, 27)."""
+    return [0.5 + 0.4 * i / k for i in range(1, k + 1)]
+
+
+@QUANTIZERS.register("gsb_baseline", kind="attention", bits=1, paper="GSB Eq. 7-8 (baseline)")
+class GSBBaseline(Quantizer):
+    """GSB baseline on the softmax map A [B, H, N, N]: `gamma * clip(round(A / gamma), 0, 1)` (Eq. 7).
+
+    Stage 1: gamma = mean|A| (Eq. 2). Stage 2: gamma = mean of the entries > 0.5 (Eq. 8), switched back to
+    Eq. 2 for a sample whose count of A/gamma > 0.5 is below `min_count` (default N, the token count).
+    `scaled=False` drops the scale (gamma = 1). gamma is a per-sample statistic (no gradient); backward STE
+    (Eq. 5): dA = g * 1[0 <= A/gamma <= 1]. Set `stage` to 2 for the second training stage.
+    """
+
+    def __init__(self, stage: int = 1, scaled: bool = True, min_count: int | None = None) -> None:
+        super().__init__()
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, not {stage}")
+        self.stage, self.scaled, self.min_count = stage, scaled, min_count
+        self.precision = Precision(32, 1)
+
+    def scale(self, a: Tensor) -> Tensor:
+        """gamma per sample, shape [B, 1, 1, 1]."""
+        dims = tuple(range(1, a.dim()))
+        gamma2 = a.abs().mean(dim=dims, keepdim=True)
+        if not self.scaled:
+            return torch.ones_like(gamma2)
+        if self.stage == 1:
+            return gamma2.clamp_min(SCALE_MIN)
+        big = a > 0.5
+        n_big = big.sum(dim=dims, keepdim=True)
+        gamma8 = (a * big).sum(dim=dims, keepdim=True) / n_big.clamp_min(1)
+        count = (a > 0.5 * gamma8).sum(dim=dims, keepdim=True)
+        need = self.min_count if self.min_count is not None else a.shape[-1]
+        ok = (n_big > 0) & (count >= need)
+        return torch.where(ok, gamma8, gamma2).clamp_min(SCALE_MIN)
+
+    def forward(self, a: Tensor) -> Tensor:
+        return ScaledRoundClip.apply(a, self.scale(a.detach()), 1.0)
+
+
+class _GSBAttentionFn(Function):
+    """Forward Eq. 10-13; backward Eq. 14-20 (scale gradients averaged over H*N*N per sample)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, alpha: Tensor, coeffs: list[float], grad_scale: float) -> Tensor:
+        rowmax = a.amax(dim=-1, keepdim=True)
+        u = a / alpha[0]
+        out = (u > 0.5).to(a.dtype) * alpha[0]
+        for i, c in enumerate(coeffs, start=1):
+            out = out + (a > c * rowmax).to(a.dtype) * alpha[i]
+        ctx.save_for_backward(a, alpha, rowmax)
+        ctx.coeffs, ctx.grad_scale = coeffs, grad_scale
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None]:
+        a, alpha, rowmax = ctx.saved_tensors
+        u = a / alpha[0]
+        inside0 = (u > 0) & (u < 1)
+        local = inside0.to(a.dtype)  # A_0, Eq. 17-18
+        galpha = [(g * ((u > 0.5).to(a.dtype) - torch.where(inside0, u, torch.zeros_like(u)))).sum()]  # Eq. 14
+        for i, c in enumerate(ctx.coeffs, start=1):
+            diff = a - c * rowmax
+            local = local + ((diff > 0) & (diff < 1)).to(a.dtype) * alpha[i]  # A_i, Eq. 19-20
+            galpha.append((g * (diff > 0).to(a.dtype)).sum())  # Eq. 15
+        return g * local, torch.stack(galpha) * ctx.grad_scale, None, None  # Eq. 16
+
+
+@QUANTIZERS.register("gsb", kind="attention", bits=1, paper="GSB Eq. 9-25 (attention map)")
+class GSBAttention(LazyInit):
+    """GSB on the softmax map A [B, H, N, N] -> [B, H, N, N]; needs `num_heads` (H) and `num_tokens` (N).
+
+    A_ret = A - Phi (Eq. 9; Phi learnable [H, N, N], init 0), A_bin = clip(round(A_ret / a0), 0, 1) (Eq. 11),
+    M_i = 1[A_ret > c_i * rowmax A_ret] (Eq. 12-13), output a0 A_bin + sum_i a_i M_i (Eq. 10), k masks.
+    Backward: dA_ret = g (1[0 < A_ret/a0 < 1] + sum_i a_i 1[0 < A_ret - Theta_i < 1]) (Eq. 16-20);
+    da0, da_i per Eq. 14-15, i.e. summed over the batch and divided by H*N*N. Thresholds get no gradient.
+    Scales a_0..a_k (`alpha`, clamped >= 1e-5) are initialised at the first forward by Eq. 25 (generalised
+    to k: a0 = mean|A_ret|, a0 + ... + a_i = mean of A_ret over band i = {Theta_i <= A_ret < Theta_{i+1}}).
+    `variant="code"`: A_ret = A + Phi and the code's init a0 = 4 mean(A), a_i = 4 mean(A over band i).
+    """
+
+    def __init__(self, num_heads: int, num_tokens: int, k: int = 2, variant: str = "paper") -> None:
+        super().__init__()
+        if variant not in ("paper", "code"):
+            raise ValueError(f"variant must be 'paper' or 'code', not {variant!r}")
+        self.num_heads, self.num_tokens, self.k, self.variant = num_heads, num_tokens, k, variant
+        self.coeffs = gsb_coefficients(k)
+        self.phi = nn.Parameter(torch.zeros(num_heads, num_tokens, num_tokens))
+        self.alpha = nn.Parameter(torch.ones(k + 1))
+        self.precision = Precision(32, 1)
+
+    def bands(self, a: Tensor) -> list[Tensor]:
+        """Boolean masks of the k bands {Theta_i <= A < Theta_{i+1}} (the last one unbounded above)."""
+        rowmax = a.amax(dim=-1, keepdim=True)
+        ge = [a >= c * rowmax for c in self.coeffs] + [torch.zeros_like(a, dtype=torch.bool)]
+        return [ge[i] & ~ge[i + 1] for i in range(self.k)]
+
+    def init_from(self, a: Tensor) -> None:
+        if self.variant == "code":
+            vals = [4 * a.mean()] + [4 * (a[m].mean() if m.any() else a.mean()) for m in self.bands(a)]
+            self.alpha.copy_(torch.stack(vals).clamp_min(SCALE_MIN))
+            return
+        cum = [a.abs().mean()]
+        for m in self.bands(a):
+            cum.append(a[m].mean() if m.any() else cum[-1])
+        alpha = torch.stack([cum[0]] + [cum[i] - cum[i - 1] for i in range(1, self.k + 1)])
+        self.alpha.copy_(alpha.clamp_min(SCALE_MIN))
+
+    def retarget(self, a: Tensor) -> Tensor:
+        """A_ret (Eq. 9), or A + Phi for the code variant."""
+        return a + self.phi if self.variant == "code" else a - self.phi
+
+    def forward(self, a: Tensor) -> Tensor:
+        a_ret = self.retarget(a)
+        self.maybe_init(a_ret)
+        scale = 1.0 / a_ret[0].numel()
+        return _GSBAttentionFn.apply(a_ret, self.alpha.clamp_min(SCALE_MIN), self.coeffs, scale)
+
+
+class _GSBValueFn(Function):
+    """Forward Eq. 26-27; backward Eq. 28-32 (scale gradients averaged over H*N*C per sample)."""
+
+    @staticmethod
+    def forward(ctx: Any, v: Tensor, beta: Tensor, coeffs: list[float], grad_scale: float) -> Tensor:
+        dims = tuple(range(1, v.dim()))
+        vmax, vmin = v.amax(dim=dims, keepdim=True), v.amin(dim=dims, keepdim=True)
+        s = sign(v)
+        level = beta[0].expand_as(v)
+        for i, c in enumerate(coeffs, start=1):
+            level = level + ((v > c * vmax) | (v < c * vmin)).to(v.dtype) * beta[i]
+        ctx.save_for_backward(v, beta, vmax, vmin)
+        ctx.coeffs, ctx.grad_scale = coeffs, grad_scale
+        return s * level
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None]:
+        v, beta, vmax, vmin = ctx.saved_tensors
+        s = sign(v)
+        u = v / beta[0]
+        inside = u.abs() < 1
+        local = inside.to(v.dtype)  # V_0, Eq. 31
+        gbeta = [(g * (s - torch.where(inside, u, torch.zeros_like(u)))).sum()]  # Eq. 29, i = 0
+        for i, c in enumerate(ctx.coeffs, start=1):
+            m = (v > c * vmax) | (v < c * vmin)
+            u = v / beta[i]
+            local = local + ((u.abs() <= 1) & m).to(v.dtype)  # V_i, Eq. 32
+            inside = u.abs() < 1
+            gbeta.append((g * m.to(v.dtype) * (s - torch.where(inside, u, torch.zeros_like(u)))).sum())
+        return g * local, torch.stack(gbeta) * ctx.grad_scale, None, None  # Eq. 28, 30
+
+
+@QUANTIZERS.register("gsb_v", kind="attention", bits=1, paper="GSB Eq. 26-34 (value matrix)")
+class GSBValue(LazyInit):
+    """GSB on V [B, H, N, C] -> [B, H, N, C]; needs `num_heads` (H) and `head_dim` (C).
+
+    V0 = V - Omega (Omega learnable [H, 1, C], init 0), M_i = 1[V0 > c_i vmax or V0 < c_i vmin] with vmax,
+    vmin the max/min of V0 per sample (Eq. 27), output sum_i b_i sign(V0) M_i, M_0 = 1 (Eq. 26).
+    Backward: dV0 = g (1[|V0/b0| < 1] + sum_i 1[|V0/b_i| <= 1] M_i) (Eq. 30-32); db_i =
+    sum g M_i (sign(V0) - V0/b_i 1[|V0/b_i| < 1]) / (H*N*C) (Eq. 28-29). Scales `beta` (>= 1e-5)
+    are initialised at the first forward by Eq. 34 (b0 + ... + b_i = mean|V0| over band i).
+    """
+
+    def __init__(self, num_heads: int, head_dim: int, k: int = 2) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim, self.k = num_heads, head_dim, k
+        self.coeffs = gsb_coefficients(k)
+        self.omega = nn.Parameter(torch.zeros(num_heads, 1, head_dim))
+        self.beta = nn.Parameter(torch.ones(k + 1))
+        self.precision = Precision(32, 1)
+
+    def masks(self, v: Tensor) -> list[Tensor]:
+        """M_1..M_k of Eq. 27 for V0 = `v` (per-sample max/min)."""
+        dims = tuple(range(1, v.dim()))
+        vmax, vmin = v.amax(dim=dims, keepdim=True), v.amin(dim=dims, keepdim=True)
+        return [(v > c * vmax) | (v < c * vmin) for c in self.coeffs]
+
+    def init_from(self, v: Tensor) -> None:
+        ms = [torch.ones_like(v, dtype=torch.bool)] + self.masks(v) + [torch.zeros_like(v, dtype=torch.bool)]
+        cum: list[Tensor] = []
+        for i in range(self.k + 1):
+            band = ms[i] & ~ms[i + 1]
+            cum.append(v.abs()[band].mean() if band.any() else (cum[-1] if cum else v.abs().mean()))
+        beta = torch.stack([cum[0]] + [cum[i] - cum[i - 1] for i in range(1, self.k + 1)])
+        self.beta.copy_(beta.clamp_min(SCALE_MIN))
+
+    def forward(self, v: Tensor) -> Tensor:
+        v0 = v - self.omega
+        self.maybe_init(v0)
+        return _GSBValueFn.apply(v0, self.beta.clamp_min(SCALE_MIN), self.coeffs, 1.0 / v0[0].numel())

@@ -1,0 +1,93 @@
+"""Autograd functions shared by the quantizers: sign with a chosen straight-through estimator and the
+scaled sign / scaled round-clip binarizers with learnable-scale gradients (LSQ-style, GSB Eq. 14 and 29)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+
+from bvbench.quant.base import sign
+
+STE_MODES = ("identity", "clipped", "approxsign")
+
+
+def ste_grad(x: Tensor, mode: str) -> Tensor:
+    """d sign(x)/dx as estimated by `mode`: identity (GSB Eq. 6), clipped 1[|x|<=1] (GSB Eq. 5, BiViT Eq. 2)
+    or Bi-Real's ApproxSign (2+2x on [-1,0), 2-2x on [0,1), 0 elsewhere)."""
+    if mode == "identity":
+        return torch.ones_like(x)
+    if mode == "clipped":
+        return (x.abs() <= 1).to(x.dtype)
+    if mode == "approxsign":
+        return torch.where(x.abs() < 1, 2 - 2 * x.abs(), torch.zeros_like(x))
+    raise ValueError(f"unknown straight-through estimator {mode!r}; choose from {STE_MODES}")
+
+
+class SignSTE(Function):
+    """sign(x) in {-1,+1} forward; backward g * ste_grad(x, mode)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, mode: str = "clipped", zero_to_positive: bool = True) -> Tensor:
+        ctx.mode = mode
+        if mode != "identity":
+            ctx.save_for_backward(x)
+        return sign(x, zero_to_positive)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:
+        if ctx.mode == "identity":
+            return g, None, None
+        (x,) = ctx.saved_tensors
+        return g * ste_grad(x, ctx.mode), None, None
+
+
+def sign_ste(x: Tensor, mode: str = "clipped", zero_to_positive: bool = True) -> Tensor:
+    """Functional form of `SignSTE`."""
+    return SignSTE.apply(x, mode, zero_to_positive)
+
+
+class ScaledSign(Function):
+    """y = alpha * sign(x / alpha). Backward (Bi-ViT Eq. 11, GSB Eq. 29): dy/dx = 1[|x| <= alpha],
+    dy/dalpha = sign(x) - (x/alpha) 1[|x| <= alpha], summed to alpha's shape and multiplied by `grad_scale`."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, alpha: Tensor, grad_scale: float = 1.0) -> Tensor:
+        b = sign(x)
+        ctx.save_for_backward(x, alpha)
+        ctx.grad_scale = grad_scale
+        return alpha * b
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None]:
+        x, alpha = ctx.saved_tensors
+        u = x / alpha
+        inside = u.abs() <= 1
+        gx = torch.where(inside, g, torch.zeros_like(g))
+        dalpha = sign(x) - torch.where(inside, u, torch.zeros_like(u))
+        ga = (g * dalpha).sum_to_size(alpha.shape) * ctx.grad_scale
+        return gx, ga, None
+
+
+class ScaledRoundClip(Function):
+    """y = alpha * clip(round(x / alpha), 0, 1) (GSB Eq. 3, 11). Backward (GSB Eq. 5, 14, 17; LSQ):
+    dy/dx = 1[0 <= x/alpha <= 1], dy/dalpha = round-clip(x/alpha) - (x/alpha) 1[0 <= x/alpha <= 1]."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, alpha: Tensor, grad_scale: float = 1.0) -> Tensor:
+        u = x / alpha
+        b = (u > 0.5).to(x.dtype)
+        ctx.save_for_backward(u, b, alpha)
+        ctx.grad_scale = grad_scale
+        return alpha * b
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None]:
+        u, b, alpha = ctx.saved_tensors
+        inside = (u >= 0) & (u <= 1)
+        gx = torch.where(inside, g, torch.zeros_like(g))
+        dalpha = b - torch.where(inside, u, torch.zeros_like(u))
+        ga = (g * dalpha).sum_to_size(alpha.shape) * ctx.grad_scale
+        return gx, ga, None
