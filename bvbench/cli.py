@@ -22,8 +22,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 Profile = Annotated[str, typer.Option("--profile", "-p", help="paper (published protocol), cpu or smoke")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: KEY=VALUE (dotted)")]
@@ -149,7 +149,7 @@ def run(
     rec, _ = run_recipe(recipe, opts)
     tables = build_tables(rec, Path(out), profile)
     write_tables(tables, Path(out), rec.name)
-    console.print(to_markdown(tables), markup=False)
+    print(to_markdown(tables))
 
 
 @app.command()
@@ -201,10 +201,10 @@ def eval_cmd(
     print(json.dumps(evaluate_run(run_dir, data_dir, device), indent=2))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        app(args=argv, prog_name="bvbench", standalone_mode=False)
     except BvbenchError as e:
         err.print("[red]error:[/] " + escape(str(e)))
         sys.exit(e.exit_code)

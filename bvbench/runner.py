@@ -32,7 +32,7 @@ from bvbench.results import (
 )
 from bvbench.train.trainer import Dist, Diverged, Interrupted, Trainer
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 
 @dataclass

@@ -1,0 +1,65 @@
+"""`bvbench run`, `table` and `eval` end to end on fake data: the run folder and its guarantees."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+
+def test_run_writes_a_complete_run_folder(cli, tiny_recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    code, stdout, stderr = cli("run", str(tiny_recipe), "--out", str(out), "--device", "cpu")
+    assert code == 0, stderr
+    assert "reference row" in stdout and "Full precision" in stdout
+    runs = list((out / "tiny" / "fp").iterdir())
+    assert len(runs) == 1
+    rd = runs[0]
+    names = {p.name for p in rd.iterdir()}
+    assert {"config.yaml", "env.json", "metrics.json", "history.csv", "confusion.csv", "confusion.png",
+            "checkpoint.pt", ".done"} <= names
+    cfg = yaml.safe_load((rd / "config.yaml").read_text())
+    assert cfg["recipe"] == "tiny" and cfg["row"]["model"]["embed_dim"] == 32
+    env = json.loads((rd / "env.json").read_text())
+    assert {"git_sha", "packages", "device", "threads", "seed", "start_time", "end_time"} <= set(env)
+    m = json.loads((rd / "metrics.json").read_text())
+    assert 0.0 <= m["top1"] <= 1.0 and {"top5", "precision", "recall", "f1", "params"} <= set(m)
+    assert m["data"]["display"] and m["profile"] == "paper"
+    assert len((rd / "history.csv").read_text().strip().splitlines()) == 1 + 2  # header + 2 epochs
+    cm = list(csv.reader(io.StringIO((rd / "confusion.csv").read_text())))
+    assert len(cm) == 11 and sum(int(v) for line in cm[1:] for v in line[1:]) == m["data"]["test_size"]
+    state = torch.load(rd / "checkpoint.pt", weights_only=True)
+    assert "model" in state
+
+    # A second run reuses the finished run and overwrites nothing.
+    before = {p.name: p.stat().st_mtime_ns for p in rd.iterdir()}
+    code, stdout, _ = cli("run", str(tiny_recipe), "--out", str(out), "--device", "cpu")
+    assert code == 0 and "finished run reused" in stdout
+    assert {p.name: p.stat().st_mtime_ns for p in rd.iterdir()} == before
+
+    # The table puts the paper's numbers next to ours; reference rows show no measurement.
+    code, text, _ = cli("table", str(tiny_recipe), "--results", str(out), "--format", "csv")
+    assert code == 0
+    rows = {r["row"]: r for r in csv.DictReader(io.StringIO(text))}
+    assert rows["fp"]["paper_top1"] == "70.5"
+    assert float(rows["fp"]["measured_top1"]) == __import__("pytest").approx(100 * m["top1"], abs=1e-3)
+    assert rows["other"]["measured_top1"] == "" and rows["other"]["status"] == "reference"
+    code, md, _ = cli("table", str(tiny_recipe), "--results", str(out))
+    assert "Top-1 (%) paper" in md and "| Reference only" in md and "—" in md
+    assert (out / "tiny" / "table.md").exists() and (out / "tiny" / "table.csv").exists()
+
+    # eval reproduces the run's metrics from its checkpoint.
+    code, text, _ = cli("eval", str(rd), "--device", "cpu")
+    assert code == 0
+    again = json.loads(text)
+    assert again["top1"] == m["top1"] and again["f1"] == m["f1"]
+
+
+def test_missing_data_is_one_line_exit_2(cli) -> None:
+    code, out, err = cli("run", "quickstart", "--set", "data.name=cifar100", "--data-dir", "/nonexistent")
+    assert code == 2
+    assert "CIFAR-100" in err and "--download" in err and "Traceback" not in err + out
