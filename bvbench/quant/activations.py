@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from bvbench.quant.base import SCALE_MIN, LazyInit, Precision, Quantizer
 from bvbench.quant.registry import QUANTIZERS
-from bvbench.quant.ste import ScaledRoundClip, ScaledSign, sign_ste
+from bvbench.quant.ste import IdentitySTE, ScaledRoundClip, ScaledSign, sign_ste
 
 
 def layer_norm(x: Tensor, eps: float = 1e-5) -> Tensor:
@@ -50,10 +50,10 @@ class AbsMax(Quantizer):
         return (x * (qb / gamma)).round().clamp(-qb, qb - 1) * (gamma / qb)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Any shape; identity STE: `x + (q(x) - x).detach()`."""
+        """Any shape; identity STE (dx = g)."""
         if self.layernorm:
             x = layer_norm(x)
-        return x + (self.quantize(x.detach()) - x).detach()
+        return IdentitySTE.apply(x, self.quantize)
 
 
 @QUANTIZERS.register("sign_act", kind="activation", bits=1, paper="BNN / BiViT Eq. 1-2 (clipped STE)")

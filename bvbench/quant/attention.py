@@ -3,6 +3,7 @@ head-wise scaling factors (LSF). Attention maps are [B, H, N, N]; q, k, v are [B
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,11 +45,12 @@ class BiBERTAttention(Quantizer):
         return x.softmax(dim=-1)
 
 
-def optimal_threshold(p: Tensor, iters: int = 5) -> tuple[Tensor, Tensor, Tensor]:
+def optimal_threshold(p: Tensor, iters: int = 5, beta: float = 0.25) -> tuple[Tensor, Tensor, Tensor]:
     """BiViT Eq. 6-10: block coordinate descent per row of `p` for the 1-bit basis v and code b in {0, 1}:
-    v = x.b / ||b||^2 (Eq. 8), T = v / 2 (Eq. 9), b = Bool(x - T) (Eq. 10), `iters` rounds from b = 1[x > mean].
-    Returns (b, v, T), v and T with a trailing dim of 1."""
-    b = (p > p.mean(dim=-1, keepdim=True)).to(p.dtype)
+    v = x.b / ||b||^2 (Eq. 8), T = v / 2 (Eq. 9), b = Bool(x - T) (Eq. 10), `iters` rounds. The paper gives
+    no start; we start from b = Bool(x - beta max x) (Eq. 11), so the error never exceeds scaled SAB's.
+    BCD reaches a local optimum. Returns (b, v, T), v and T with a trailing dim of 1."""
+    b = (p > beta * p.amax(dim=-1, keepdim=True)).to(p.dtype)
     v = t = p.new_zeros(p.shape[:-1] + (1,))
     for _ in range(iters):
         v = (p * b).sum(dim=-1, keepdim=True) / b.sum(dim=-1, keepdim=True).clamp_min(1)
@@ -58,17 +60,18 @@ def optimal_threshold(p: Tensor, iters: int = 5) -> tuple[Tensor, Tensor, Tensor
 
 
 class _SABFunction(Function):
-    """Forward: the binarized attention `out` computed outside; backward: the softmax vjp (BiViT Eq. 12)."""
+    """Forward: `binarize(scores)` -> (P, A_b); backward: the softmax vjp P (g - sum g P) (BiViT Eq. 12)."""
 
     @staticmethod
-    def forward(ctx: Any, scores: Tensor, p: Tensor, out: Tensor) -> Tensor:
+    def forward(ctx: Any, scores: Tensor, binarize: Callable[[Tensor], tuple[Tensor, Tensor]]) -> Tensor:
+        p, out = binarize(scores)
         ctx.save_for_backward(p)
         return out
 
     @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
         (p,) = ctx.saved_tensors
-        return p * (g - (g * p).sum(dim=-1, keepdim=True)), None, None
+        return p * (g - (g * p).sum(dim=-1, keepdim=True)), None
 
 
 @QUANTIZERS.register("sab", kind="attention", bits=1, paper="BiViT Softmax-aware Binarization (Eq. 6-12)")
@@ -95,16 +98,20 @@ class SoftmaxAwareBinarizer(Quantizer):
         self.beta, self.threshold, self.iters, self.scale, self.variant = beta, threshold, iters, scale, variant
         self.precision = Precision(32, 1)
 
-    def forward(self, scores: Tensor) -> Tensor:
-        p = scores.detach().softmax(dim=-1)
+    def binarize(self, scores: Tensor) -> tuple[Tensor, Tensor]:
+        """(P, A_b) for pre-softmax `scores` without gradient bookkeeping."""
+        p = scores.softmax(dim=-1)
         if self.threshold == "optimal":
-            b = optimal_threshold(p, self.iters)[0]
+            b = optimal_threshold(p, self.iters, self.beta)[0]
         else:
             t = self.beta * p.amax(dim=-1, keepdim=True)
             b = ((p >= t) if self.variant == "code" else (p > t)).to(p.dtype)
         if self.scale:
             b = b * ((p * b).sum(dim=-1, keepdim=True) / b.sum(dim=-1, keepdim=True).clamp_min(1))
-        return _SABFunction.apply(scores, p, b)
+        return p, b
+
+    def forward(self, scores: Tensor) -> Tensor:
+        return _SABFunction.apply(scores, self.binarize)
 
     def target(self, x: Tensor) -> Tensor:
         return x.softmax(dim=-1)

@@ -3,6 +3,7 @@ scaled sign / scaled round-clip binarizers with learnable-scale gradients (LSQ-s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -91,3 +92,15 @@ class ScaledRoundClip(Function):
         dalpha = b - torch.where(inside, u, torch.zeros_like(u))
         ga = (g * dalpha).sum_to_size(alpha.shape) * ctx.grad_scale
         return gx, ga, None
+
+
+class IdentitySTE(Function):
+    """Forward `quantize(x)`; backward the identity g (BitNet's straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, quantize: Callable[[Tensor], Tensor]) -> Tensor:
+        return quantize(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
+        return g, None

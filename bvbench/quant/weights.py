@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from bvbench.quant.base import SCALE_MIN, LazyInit, Precision, Quantizer, sign
 from bvbench.quant.registry import QUANTIZERS
-from bvbench.quant.ste import sign_ste
+from bvbench.quant.ste import IdentitySTE, sign_ste
 
 
 class _ScaledWeightSign(LazyInit):
@@ -93,8 +93,8 @@ class _IdentitySTE(Quantizer):
         raise NotImplementedError
 
     def forward(self, w: Tensor) -> Tensor:
-        """Dequantized weight with the identity gradient `w + (q(w) - w).detach()`."""
-        return w + (self.quantize(w.detach()) - w).detach()
+        """Dequantized weight; backward the identity dW = g."""
+        return IdentitySTE.apply(w, self.quantize)
 
 
 @QUANTIZERS.register("bitnet", kind="weight", bits=1, paper="1bit-vit-cifar10 Fig. 3-7 (BitNet)")
