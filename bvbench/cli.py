@@ -115,14 +115,16 @@ def validate(
     bad = 0
     for name in names:
         profiles = ["paper", *[p for p in (read_yaml(recipe_path(name)).get("profiles") or {}) if p in PROFILES]]
+        failed = False
         for p in profiles:
             try:
                 load_recipe(name, p)
             except BvbenchError as e:
                 bad += 1
-                err.print(f"[red]✗ {name} [{p}][/]: {e}")
-                continue
-        console.print(f"[green]✓[/] {name} ({', '.join(profiles)})")
+                failed = True
+                err.print(f"[red]✗[/] {escape(name)} \\[{p}]: {escape(str(e))}")
+        if not failed:
+            console.print(f"[green]✓[/] {escape(name)} ({', '.join(profiles)})")
     if bad:
         raise BvbenchError(f"{bad} recipe profile(s) invalid")
 

@@ -11,3 +11,9 @@ class BvbenchError(Exception):
 
 class DataMissingError(BvbenchError):
     """A data set is not where bvbench looks for it; the message says what to do."""
+
+
+class InterruptedRun(BvbenchError):
+    """Training stopped on Ctrl-C/SIGTERM after saving a checkpoint; `--resume` continues it."""
+
+    exit_code = 130

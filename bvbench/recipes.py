@@ -457,8 +457,13 @@ def apply_profile(raw: dict[str, Any], profile: str, source: str) -> dict[str, A
 
 def format_validation_error(e: ValidationError, source: str, raw: dict[str, Any]) -> str:
     """One line per problem, naming the file and the field (rows by name, not index)."""
-    lines = []
-    for err in e.errors():
+    lines: list[str] = []
+    errors = e.errors()
+    top = {(tuple(x["loc"]), x["msg"]) for x in errors if x["loc"] and x["loc"][0] != "rows"}
+    for err in errors:
+        loc_t = tuple(err["loc"])
+        if len(loc_t) > 2 and loc_t[0] == "rows" and (loc_t[2:], err["msg"]) in top:
+            continue  # a recipe-level mistake repeated in every row that inherits it
         loc = list(err["loc"])
         parts: list[str] = []
         i = 0
@@ -479,7 +484,9 @@ def format_validation_error(e: ValidationError, source: str, raw: dict[str, Any]
             msg = f"unknown key {str(loc[-1])!r}"
         elif err["type"] == "missing":
             msg = "required field is missing"
-        lines.append(f"{source}: {field}: {msg}")
+        line = f"{source}: {field}: {msg}"
+        if line not in lines:
+            lines.append(line)
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from bvbench import methods
 from bvbench.data import build_dataset, data_root
-from bvbench.errors import BvbenchError
+from bvbench.errors import BvbenchError, InterruptedRun
 from bvbench.evaluate.metrics import classification_metrics, plot_confusion, predict, write_confusion_csv
 from bvbench.models import build_model, load_state
 from bvbench.recipes import Recipe, Row, load_recipe
@@ -30,7 +30,7 @@ from bvbench.results import (
     now,
     safe_child,
 )
-from bvbench.train.trainer import Dist, Diverged, Interrupted, Trainer
+from bvbench.train.trainer import Dist, Diverged, Interrupted, Trainer, seed_everything
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -56,6 +56,44 @@ def pick_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise BvbenchError(f"--device {name!r}: choose auto, cpu or cuda")
     return torch.device(name)
+
+
+def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPUs)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext(), device
+    import torch.distributed as tdist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    if not tdist.is_initialized():
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistContext(rank=tdist.get_rank(), world=tdist.get_world_size(), local=local, cuda=device.type == "cuda"), device
+
+
+class DistContext(Dist):
+    """Dist plus the DDP wrapper and barriers (no-ops in a single process)."""
+
+    def __init__(self, rank: int = 0, world: int = 1, local: int = 0, cuda: bool = False) -> None:
+        super().__init__(rank, world)
+        self.local, self.cuda = local, cuda
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if self.world <= 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # Quantizers with lazily initialised scales may sit unused in a stage: let DDP tolerate that.
+        return DDP(model, device_ids=[self.local] if self.cuda else None, find_unused_parameters=True)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
 
 
 def row_identity(recipe: Recipe, row: Row, seed: int) -> dict[str, Any]:
@@ -94,7 +132,7 @@ class Runner:
         self.root = data_root(opts.data_dir)
         self.results = Path(opts.out)
         self._data: dict[str, Any] = {}
-        self.dist = Dist()
+        self.dist, self.device = init_distributed(self.device)
 
     # ------------------------------------------------------------- data
     def data(self, row: Row, split: str) -> tuple[Any, Any]:
@@ -124,6 +162,7 @@ class Runner:
         return rebuild_model(row, num_classes, rd.checkpoint)
 
     def build(self, row: Row, num_classes: int) -> tuple[nn.Module, nn.Module | None]:
+        seed_everything(self.seed)  # the initial weights depend on the seed only
         model = build_model(row.model, num_classes)
         if row.init_from:
             src = self.recipe.row(row.init_from)
@@ -146,21 +185,27 @@ class Runner:
         names = self.opts.rows or [r.name for r in self.recipe.rows]
         for n in names:
             self.recipe.row(n)  # unknown row -> error with suggestion
-        return [self.recipe.row(n) for n in self.recipe.dependencies(names)]
+        rows = [self.recipe.row(n) for n in self.recipe.dependencies(names)]
+        for r in rows:  # fail before any training on a name that does not exist
+            if r.status == "run":
+                for stage in r.resolved_stages():
+                    assert stage.method is not None
+                    methods.METHODS.get(stage.method.name)
+        return rows
 
     def run(self) -> list[RunDir]:
         done: list[RunDir] = []
         for row in self.rows_to_run():
             if row.status == "reference":
-                console.print(f"[dim]- {row.name}: reference row (paper value only, not run): {row.note or ''}[/]")
+                self.say(f"[dim]- {row.name}: reference row (paper value only, not run): {row.note or ''}[/]")
                 continue
             if row.status == "pending":
-                console.print(f"[yellow]- {row.name}: skipped, method {row.method.name!r} is pending[/]")
+                self.say(f"[yellow]- {row.name}: skipped, method {row.method.name!r} is pending[/]")
                 continue
             try:
                 rd = self.run_row(row)
             except Diverged as e:
-                console.print(f"[red]! {row.name}: diverged: {e}; last good checkpoint kept; going on[/]")
+                self.say(f"[red]! {row.name}: diverged: {e}; last good checkpoint kept; going on[/]")
                 continue
             if rd is not None:
                 done.append(rd)
@@ -178,49 +223,76 @@ class Runner:
             n = 2
             while (base.parent / f"{rid}-r{n}").exists():
                 n += 1
-            console.print(f"[yellow]  {row.name}: an unfinished run exists in {rd.path} (pass --resume to continue "
+            self.say(f"[yellow]  {row.name}: an unfinished run exists in {rd.path} (pass --resume to continue "
                           f"it); starting a fresh one in {rid}-r{n}[/]")
             rd = RunDir(base.parent / f"{rid}-r{n}")
         return rd, None
 
     def run_row(self, row: Row) -> RunDir | None:
         rd, ckpt = self.run_dir_for(row)
+        self.dist.barrier()  # every rank decided on the same folder before rank 0 creates it
         if rd.done:
-            console.print(f"[green]= {row.name}: finished run reused ({rd.path})[/]")
+            self.say(f"[green]= {row.name}: finished run reused ({rd.path})[/]")
             return rd
         train_set, info = self.data(row, "train")
         test_loader, test_info = self.test_loader(row)
-        console.print(f"[bold]> {self.recipe.name}/{row.name}[/] ({row.label}) on {info.display}, "
-                      f"profile {self.recipe.profile}, {len(train_set)} train / {len(test_loader.dataset)} test, "
-                      f"device {self.device}" + (", resuming" if ckpt else ""))
+        self.say(f"[bold]> {self.recipe.name}/{row.name}[/] ({row.label}) on {info.display}, "
+                 f"profile {self.recipe.profile}, {len(train_set)} train / {len(test_loader.dataset)} test, "
+                 f"device {self.device}" + (f", {self.dist.world} processes" if self.dist.world > 1 else "")
+                 + (", resuming" if ckpt else ""))
         model, teacher = self.build(row, info.num_classes)
-        rd.path.mkdir(parents=True, exist_ok=True)
-        if not (rd.path / "config.yaml").exists():
-            rd.write_config({"recipe": self.recipe.name, "profile": self.recipe.profile, "seed": self.seed,
-                             "run_id": rd.path.name, "data_dir": str(self.root), "row": row.model_dump(mode="json")})
         env_path = rd.path / "env.json"
         env = environment(self.device, self.seed)
-        if env_path.exists():
-            import json
+        if self.dist.main:
+            try:
+                rd.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise BvbenchError(f"cannot create the run folder {rd.path}: {e.strerror}") from None
+            if not (rd.path / "config.yaml").exists():
+                rd.write_config({"recipe": self.recipe.name, "profile": self.recipe.profile, "seed": self.seed,
+                                 "run_id": rd.path.name, "data_dir": str(self.root),
+                                 "row": row.model_dump(mode="json")})
+            if env_path.exists():
+                import json
 
-            env["start_time"] = json.loads(env_path.read_text()).get("start_time", env["start_time"])
-        atomic_write_json(env_path, env)
+                env["start_time"] = json.loads(env_path.read_text()).get("start_time", env["start_time"])
+            atomic_write_json(env_path, env)
+        self.dist.barrier()
         t0 = time.perf_counter()
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f} "
                                        "{task.fields[ips]:.0f} img/s"), TimeRemainingColumn(),
-                            console=console, transient=True)
+                            console=console, transient=True, disable=not self.dist.main)
         trainer = Trainer(row, model, train_set, test_loader, info.num_classes, self.device, rd.path, self.seed,
-                          teacher=teacher, dist=self.dist, progress=progress, log=console.print)
+                          teacher=teacher, dist=self.dist, progress=progress, log=console.print,
+                          wrap=self.dist.wrap)
         try:
             with progress:
                 model = trainer.fit(resume=ckpt)
+        except Diverged as e:
+            if self.dist.main:
+                atomic_write_json(rd.path / "diverged.json", {"status": "diverged", "message": str(e), "time": now()})
+            raise
         except Interrupted as e:
-            raise BvbenchError(f"{row.name}: interrupted ({e}); checkpoint saved in {rd.path}; "
+            raise InterruptedRun(f"{row.name}: interrupted ({e}); checkpoint saved in {rd.path}; "
                                f"continue with: bvbench run {self.recipe.name} --resume (same options)") from None
         train_time = time.perf_counter() - t0
         logits, targets = predict(model, test_loader, self.device)
         metrics, cm = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
+        if self.dist.main:
+            self.write_results(rd, row, model, metrics, cm, info, test_info, len(train_set),
+                               len(test_loader.dataset), train_time, trainer, env)
+        self.dist.barrier()
+        return rd
+
+    def say(self, msg: str) -> None:
+        if self.dist.main:
+            console.print(msg)
+
+    def write_results(self, rd: RunDir, row: Row, model: nn.Module, metrics: dict[str, Any], cm: Any, info: Any,
+                      test_info: Any, n_train: int, n_test: int, train_time: float, trainer: Trainer,
+                      env: dict[str, Any]) -> None:
+        """Everything a finished run leaves behind; `.done` last."""
         classes = list(test_info.classes)
         write_confusion_csv(cm, classes, rd.path / "confusion.csv")
         plot_confusion(cm, classes, rd.path / "confusion.png", f"{self.recipe.name} / {row.label}")
@@ -228,10 +300,10 @@ class Runner:
             "recipe": self.recipe.name, "row": row.name, "label": row.label, "run_id": rd.path.name,
             "profile": self.recipe.profile, "seed": self.seed, "status": "finished",
             "data": {"name": info.name, "display": info.display, "source": info.source,
-                     "train_size": len(train_set), "test_size": len(test_loader.dataset)},
+                     "train_size": n_train, "test_size": n_test},
             "model": row.model.name, "method": row.method.name,
             "epochs": sum(s.epochs or 0 for s in row.resolved_stages()),
-            "device": str(self.device), **metrics,
+            "device": str(self.device), "world_size": self.dist.world, **metrics,
             "params": sum(p.numel() for p in model.parameters()),
             "train_time_s": round(train_time, 2),
             "images_per_s": trainer.state.history[-1]["images_per_s"] if trainer.state.history else None,
@@ -239,11 +311,10 @@ class Runner:
         atomic_write_json(rd.path / "metrics.json", record)
         atomic_torch_save({"model": model.state_dict()}, rd.checkpoint)  # final weights only
         env["end_time"] = now()
-        atomic_write_json(env_path, env)
+        atomic_write_json(rd.path / "env.json", env)
         rd.mark_done()
         console.print(f"[green]  {row.name}: top1 {metrics['top1']:.4f}, F1 {metrics['f1']:.4f} "
                       f"({train_time:.1f} s) -> {rd.path}[/]")
-        return rd
 
 
 def load_training_checkpoint(path: Path) -> dict[str, Any]:

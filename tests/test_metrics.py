@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from bvbench.evaluate.metrics import classification_metrics, plot_confusion, topk_accuracy, write_confusion_csv
+from bvbench.evaluate.metrics import (
+    classification_metrics,
+    plot_confusion,
+    topk_accuracy,
+    write_confusion_csv,
+)
 
 
 def _logits(preds: list[int], n: int) -> torch.Tensor:

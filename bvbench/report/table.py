@@ -85,6 +85,14 @@ def latest_run(results: Path, recipe: str, row: str, profile: str | None = None)
     return m
 
 
+def _unfinished(results: Path, recipe: str, row: str) -> str:
+    """'diverged' when a run of the row stopped on a NaN/Inf loss, else 'not run'."""
+    for rd in find_runs(results, recipe, row, finished=False):
+        if (rd.path / "diverged.json").exists():
+            return "diverged"
+    return "not run"
+
+
 def build_tables(recipe: Recipe, results: Path, profile: str | None = None) -> list[Table]:
     """One Table per paper table of the recipe, rows in the recipe's (= paper's) order."""
     tables = []
@@ -102,7 +110,7 @@ def build_tables(recipe: Recipe, results: Path, profile: str | None = None) -> l
                     if isinstance(v, int | float):
                         measured = float(v) * UNITS[col.unit]
                 cells[col.key] = Cell(r.paper.get(col.key), measured)
-            status = r.status if r.status != "run" else ("finished" if run else "not run")
+            status = r.status if r.status != "run" else ("finished" if run else _unfinished(results, recipe.name, r.name))
             rows.append(TableRow(r.name, r.label, status, cells, run or {}))
         tables.append(Table(recipe.name, pt.name, pt.caption, pt.columns, rows))
     return tables
