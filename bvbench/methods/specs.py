@@ -1,0 +1,279 @@
+"""The methods of the five papers as conversion plans, with their options (validated, extra keys forbidden).
+
+Parts of every transformer block: qkv, proj (attention Linears), fc1, fc2 (MLP Linears), q, k, V and the
+attention map A. Patch embedding and heads stay full precision unless a paper says otherwise (GSB: 8 bits).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from bvbench.methods.base import register_method
+from bvbench.methods.convert import AttnPart, LinearPart, Plan, Q, apply_plan
+from bvbench.methods.quantizers import LSQ, HeadElastic, XnorAct
+from bvbench.quant import (
+    AbsMax,
+    ApproxSign,
+    BiBERTAttention,
+    BiRealWeight,
+    BitNetWeight,
+    Elastic,
+    GSBAttention,
+    GSBBaseline,
+    GSBValue,
+    LearnableScaleBinarizer,
+    SignAct,
+    SignWeight,
+    SoftmaxAwareBinarizer,
+    TernaryWeight,
+)
+
+BitsMLP = Literal["1/1", "1/32", "32/32"]
+BitsAttn = Literal["1/1", "32/32"]
+
+
+class Options(BaseModel):
+    """Base of every method's options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- BitNet (papers 1 and 2)
+
+
+class BitNetOptions(Options):
+    act_bits: int = Field(8, ge=2, le=16, description="absmax activation bits b (Q_b = 2^(b-1))")
+
+
+def _bitnet_linears(weight: Q, bits: int, granularity: str) -> dict[str, LinearPart]:
+    def act(shifted: bool) -> Q:
+        return Q(AbsMax, bits=bits, granularity=granularity, shifted=shifted)
+
+    # 1bit-vit-cifar10 Fig. 5: the shifted [0, Q_b] variant for activations headed into a non-linearity, i.e.
+    # the input of fc1 (whose output feeds the GELU); LayerNorm before quantization (Fig. 7, `norm=True`).
+    shifted = {"fc1": granularity == "tensor"}
+    return {p: LinearPart(weight, act(shifted.get(p, False)), norm=True) for p in ("qkv", "proj", "fc1", "fc2")}
+
+
+@register_method("bitnet", BitNetOptions, paper="1bit-vit-cifar10 (BitLinear, Fig. 3-7)", bits="1-8")
+def bitnet(model: nn.Module, o: BitNetOptions) -> Plan:
+    """1-bit BitLinear in qkv, proj, fc1, fc2: W~ = beta Sign(W - mean W), beta = ||W||_1/(nm); input LN then
+    b-bit absmax per tensor (shifted variant at fc1's input); attention products, patch embedding and head
+    full precision."""
+    return Plan(linears=_bitnet_linears(Q(BitNetWeight), o.act_bits, "tensor"))
+
+
+@register_method("bitnet158", BitNetOptions, paper="1.58bit-vit-poster (BitNet b1.58)", bits="1.58-8")
+def bitnet158(model: nn.Module, o: BitNetOptions) -> Plan:
+    """BitNet b1.58 in qkv, proj, fc1, fc2: W_q = gamma clip(round(W/(gamma+eps)), -1, 1), gamma = mean|W|;
+    input LN then 8-bit absmax per token; the rest full precision."""
+    return Plan(linears=_bitnet_linears(Q(TernaryWeight), o.act_bits, "token"))
+
+
+# ---------------------------------------------------------------- Bi-ViT (Bi-Real baseline, LSF)
+
+
+class NoOptions(Options):
+    pass
+
+
+def _bireal_plan() -> Plan:
+    lin = LinearPart(Q(BiRealWeight), Q(ApproxSign))
+    # Bi-ViT Eq. 2 with sign and the clipped STE 1[|x| <= 1] (Eq. 7) for q, k, V; the non-negative map A is
+    # binarized without a scale: clip(round(A), 0, 1), STE 1[0 <= A <= 1] (the "non-scaled" baseline, Sec. 3.3).
+    att = AttnPart(q=Q(SignAct), k=Q(SignAct), v=Q(SignAct), attn=Q(GSBBaseline, scaled=False), attn_on="probs")
+    return Plan(linears=dict.fromkeys(("qkv", "proj", "fc1", "fc2"), lin), attention=att)
+
+
+@register_method("bireal", NoOptions, paper="Bi-ViT baseline (Bi-Real Net)", bits="1-1")
+def bireal(model: nn.Module, o: NoOptions) -> Plan:
+    """Bi-Real Net baseline of Bi-ViT: linears rowmean|W| sign(W) (grad through clamp(W,-1,1)) with ApproxSign
+    inputs; q, k, V sign (clipped STE); attention map clip(round(A), 0, 1)."""
+    return _bireal_plan()
+
+
+class BiViTLSFOptions(Options):
+    lsf: bool = Field(True, description="learnable head-wise scaling factors for q, k, V and A (Eq. 9-11)")
+    variant: Literal["paper", "code"] = Field("paper", description="code: LSF with the public code's zero point")
+
+
+@register_method("bi-vit", BiViTLSFOptions, paper="Bi-ViT (Li et al.)", bits="1-1")
+def bi_vit(model: nn.Module, o: BiViTLSFOptions) -> Plan:
+    """Bi-ViT: the Bi-Real linears plus, with `lsf`, alpha_h sign(x / alpha_h) per head for q, k, V (Eq. 9-10)
+    and alpha_h clip(round(A / alpha_h), 0, 1) for the softmax map; gradient clip range |x| <= alpha_h (Eq. 11).
+    Ranking-aware distillation is a loss (distill kind `ranking`), not part of the method."""
+    plan = _bireal_plan()
+    if o.lsf:
+        s = Q(LearnableScaleBinarizer, num_heads="$heads", signed=True, variant=o.variant)
+        a = Q(LearnableScaleBinarizer, num_heads="$heads", signed=False, variant=o.variant)
+        plan.attention = AttnPart(q=s, k=s, v=s, attn=a, attn_on="probs")
+    return plan
+
+
+# ---------------------------------------------------------------- BiViT (BiBERT, BiT baselines, SAB)
+
+
+class BiBERTOptions(Options):
+    attn_bits: BitsAttn = Field("1/1", description="W/A bits of the attention module (qkv, proj, q.k, A.V)")
+    mlp_bits: BitsMLP = Field("1/1", description="W/A bits of the MLP (fc1, fc2); 32/32 keeps it real")
+
+
+class BiViTOptions(BiBERTOptions):
+    sab: bool = Field(True, description="Softmax-aware Binarization of A (Eq. 10-12); false: BiBERT Bool")
+    learnable_scale_attn: bool = Field(True, description="learnable channel scales of qkv/proj weights")
+    learnable_scale_mlp: bool = Field(False, description="learnable channel scales of fc1/fc2 weights")
+    beta: float = Field(0.25, gt=0, le=1, description="SAB threshold T = beta * rowmax P (Eq. 11)")
+
+
+def _bivit_family(o: BiBERTOptions, sab: bool, ls_attn: bool, ls_mlp: bool, beta: float) -> Plan:
+    def weight(learnable: bool) -> Q:
+        # BiViT Eq. 1-2: alpha_c sign(W - rowmean W), clipped STE; alpha_c learnable (init rowmean|W|) or not.
+        if learnable:
+            return Q(SignWeight, per_channel=True, learnable_scale=True, out_features="$out", ste="clipped")
+        return Q(SignWeight, per_channel=True, ste="clipped")
+
+    plan = Plan()
+    if o.attn_bits == "1/1":
+        for p in ("qkv", "proj"):
+            plan.linears[p] = LinearPart(weight(ls_attn), Q(SignAct))
+        a = Q(SoftmaxAwareBinarizer, beta=beta) if sab else Q(BiBERTAttention)
+        plan.attention = AttnPart(q=Q(SignAct), k=Q(SignAct), v=Q(SignAct), attn=a, attn_on="scores")
+    if o.mlp_bits != "32/32":
+        act = Q(SignAct) if o.mlp_bits == "1/1" else None
+        for p in ("fc1", "fc2"):
+            plan.linears[p] = LinearPart(weight(ls_mlp), act)
+    return plan
+
+
+@register_method("bibert", BiBERTOptions, paper="BiViT baseline (BiBERT)", bits="1-1")
+def bibert(model: nn.Module, o: BiBERTOptions) -> Plan:
+    """BiBERT as BiViT's baseline: weights rowmean|W| sign(W - rowmean W), inputs sign (clipped STE), q, k, V
+    sign, A = Bool(B_Q B_K^T / sqrt(d)) with no softmax (BiViT Eq. 5)."""
+    return _bivit_family(o, sab=False, ls_attn=False, ls_mlp=False, beta=0.25)
+
+
+@register_method("bivit", BiViTOptions, paper="BiViT (He et al.)", bits="1-1 / 1-32")
+def bivit(model: nn.Module, o: BiViTOptions) -> Plan:
+    """BiViT: SAB on the attention (A_b = 1[P > beta rowmax P], softmax gradient, Eq. 10-12), learnable
+    channel-wise weight scales (Sec. 3.3), per-module bits. Cross-layer binarization (Sec. 3.3) is two stages:
+    stage 1 `mlp_bits: "32/32"` (attention only), stage 2 `mlp_bits: "1/32"` or `"1/1"` (the attention
+    quantizers and their learned scales carry over)."""
+    return _bivit_family(o, o.sab, o.learnable_scale_attn, o.learnable_scale_mlp, o.beta)
+
+
+@register_method("bit", BiBERTOptions, paper="BiViT baseline (BiT, elastic binarization)", bits="1-1")
+def bit(model: nn.Module, o: BiBERTOptions) -> Plan:
+    """BiT as BiViT's baseline: weights mean|W| sign(W) per tensor; elastic activations alpha sign(x - b)
+    (learnable alpha, b) at qkv/proj/fc1 inputs and for q, k, V; alpha clip(round((x - b)/alpha), 0, 1) for the
+    non-negative fc2 input (type-A) and the softmax map."""
+    w = Q(SignWeight, center=False, ste="clipped")
+    plan = Plan()
+    if o.attn_bits == "1/1":
+        for p in ("qkv", "proj"):
+            plan.linears[p] = LinearPart(w, Q(Elastic, signed=True))
+        s = Q(Elastic, signed=True)
+        plan.attention = AttnPart(q=s, k=s, v=s, attn=Q(Elastic, signed=False), attn_on="probs")
+    if o.mlp_bits != "32/32":
+        full = o.mlp_bits == "1/1"
+        plan.linears["fc1"] = LinearPart(w, Q(Elastic, signed=True) if full else None)
+        plan.linears["fc2"] = LinearPart(w, Q(Elastic, signed=False) if full else None)
+    return plan
+
+
+# ---------------------------------------------------------------- GSB
+
+
+class QViTOptions(Options):
+    pass
+
+
+class RectifiedLSF(LearnableScaleBinarizer):
+    """Q-ViT's information rectification before binarizing q and k: parameter-free LayerNorm over head_dim,
+    then the head-wise learnable-scale sign alpha_h sign(x / alpha_h)."""
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        from bvbench.quant.activations import layer_norm
+
+        return super().forward(layer_norm(x))
+
+
+@register_method("q-vit-1bit", QViTOptions, paper="GSB Table I-III, Q-ViT* (Q-ViT at 1 bit with sign)", bits="1-1")
+def q_vit_1bit(model: nn.Module, o: QViTOptions) -> Plan:
+    """Q-ViT* of GSB: Q-ViT's framework at 1 bit with sign replacing its quantizer. Weights alpha_c sign(W -
+    rowmean W) with learnable channel scales; activations alpha sign(x - b) with learnable alpha, b (all
+    linear inputs, sign everywhere); q, k rectified by LayerNorm (IRM) then head-wise learnable-scale sign; V
+    head-wise learnable-scale sign; A (non-negative, where sign would give all ones) alpha_h clip(round(A /
+    alpha_h), 0, 1)."""
+    w = Q(SignWeight, per_channel=True, learnable_scale=True, out_features="$out", ste="clipped")
+    lin = LinearPart(w, Q(Elastic, signed=True))
+    qk = Q(RectifiedLSF, num_heads="$heads", signed=True)
+    att = AttnPart(q=qk, k=qk, v=Q(LearnableScaleBinarizer, num_heads="$heads", signed=True),
+                   attn=Q(LearnableScaleBinarizer, num_heads="$heads", signed=False), attn_on="probs")
+    return Plan(linears=dict.fromkeys(("qkv", "proj", "fc1", "fc2"), lin), attention=att)
+
+
+def _gsb_8bit(plan: Plan) -> Plan:
+    """GSB keeps the patch embedding (per-output-channel LSQ weights) and both heads at 8 bits."""
+    plan.patch_weight = Q(LSQ, bits=8, kind="weight", num_channels="$out")
+    plan.head = LinearPart(Q(LSQ, bits=8, kind="weight", num_channels="$out"), Q(LSQ, bits=8, kind="activation"))
+    return plan
+
+
+def _gsb_stage1() -> Plan:
+    """GSB two-stage training, stage 1: only the MLP weights binarized (sign, mean|W| scale), no activation
+    quantization (IMPLEMENTATION-NOTES, GSB)."""
+    w = Q(SignWeight)
+    return _gsb_8bit(Plan(linears={"fc1": LinearPart(w), "fc2": LinearPart(w)}))
+
+
+class GSBBaselineOptions(Options):
+    stage: Literal[1, 2] = Field(2, description="1: only MLP weights binarized (two-stage training); 2: all")
+    attn_scale: Literal["eq2", "eq8"] = Field("eq8", description="scale of A: mean|A| (Eq. 2) or Eq. 8 w/ switch")
+
+
+@register_method("gsb-baseline", GSBBaselineOptions, paper="GSB Sec. III (Ours-baseline)", bits="1-1")
+def gsb_baseline(model: nn.Module, o: GSBBaselineOptions) -> Plan:
+    """GSB baseline: weights mean|W| sign(W - mean W), identity STE (Eq. 2, 6); linear inputs XNOR statistics
+    beta sign(x - a_mu) (type-B) or beta clip(round(x / beta), 0, 1) at fc2 (type-A, Eq. 3); q, k sign; V
+    beta sign(V); A gamma clip(round(A / gamma), 0, 1) with gamma of Eq. 2 or Eq. 8 (Eq. 7-8)."""
+    if o.stage == 1:
+        return _gsb_stage1()
+    w = Q(SignWeight)
+    b, a = LinearPart(w, Q(XnorAct, signed=True)), LinearPart(w, Q(XnorAct, signed=False))
+    att = AttnPart(q=Q(SignAct), k=Q(SignAct), v=Q(XnorAct, signed=True, center=False),
+                   attn=Q(GSBBaseline, stage=1 if o.attn_scale == "eq2" else 2), attn_on="probs")
+    return _gsb_8bit(Plan(linears={"qkv": b, "proj": b, "fc1": b, "fc2": a}, attention=att))
+
+
+class GSBOptions(Options):
+    gsb_att: bool = Field(True, description="GSB on the attention map (Eq. 9-25); false: baseline Eq. 7-8")
+    gsb_v: bool = Field(True, description="GSB on V (Eq. 26-34); false: elastic sign with a [H,1,d] bias")
+    k_att: int = Field(2, ge=0, le=8, description="extra masks on A (Table VI k_a)")
+    k_v: int = Field(2, ge=0, le=8, description="extra masks on V (Table VI k_v)")
+    act_type_a: Literal["round", "sign"] = Field("round", description="fc2 input: round-clip (type-A) or sign")
+    stage: Literal[1, 2] = Field(2, description="1: only MLP weights binarized, no activations; 2: everything")
+    variant: Literal["paper", "code"] = Field("paper", description="GSB-att paper (A - Phi) or code (A + Phi)")
+
+
+@register_method("gsb", GSBOptions, paper="GSB (Gao et al.)", bits="1-1")
+def gsb(model: nn.Module, o: GSBOptions) -> Plan:
+    """GSB: weights as the baseline; linear inputs a sign(x - b) (learnable a, per-feature b; Eq. 4-5) or
+    a clip(round((x - b)/a), 0, 1) at fc2 (type-A); q, k a sign(x - b) with b [H, 1, d]; A by GSB (a0
+    clip(round(A_ret / a0), 0, 1) + sum_i a_i M_i, Eq. 10-13) and V by GSB (sum_i b_i sign(V0) M_i, Eq. 26-27)."""
+    if o.stage == 1:
+        return _gsb_stage1()
+    w = Q(SignWeight)
+    b = LinearPart(w, Q(Elastic, signed=True, num_features="$in"))
+    a = LinearPart(w, Q(Elastic, signed=o.act_type_a == "sign", num_features="$in"))
+    qk = Q(HeadElastic, num_heads="$heads", head_dim="$head_dim")
+    attn = (Q(GSBAttention, num_heads="$heads", num_tokens="$tokens", k=o.k_att, variant=o.variant)
+            if o.gsb_att else Q(GSBBaseline, stage=2))
+    v = Q(GSBValue, num_heads="$heads", head_dim="$head_dim", k=o.k_v) if o.gsb_v else qk
+    att = AttnPart(q=qk, k=qk, v=v, attn=attn, attn_on="probs")
+    return _gsb_8bit(Plan(linears={"qkv": b, "proj": b, "fc1": b, "fc2": a}, attention=att))
+
+
+__all__ = ["Options", "apply_plan"]
