@@ -1,0 +1,454 @@
+"""Model complexity: parameters, sizes, MACs (fvcore) and a precision-aware BOPs / FLOPs / OPs counter.
+
+Conventions (checked against the papers' tables, see ``tests/evaluate/test_complexity.py``):
+
+* **MACs.** One multiply-add is one MAC; fvcore calls it one "flop", so :func:`count_macs` returns fvcore's
+  total (it also counts LayerNorm/BatchNorm/pooling, < 0.5 % of a ViT). ViT-B/16 = 17.58 G, ResNet-18 =
+  1.82 G, VGG16 = 15.47 G (paper 1 Table 1: 17.59 / 1.82 / 15.52).
+* **OPs = BOPs / 64 + FLOPs** (Bi-Real Net, ReActNet; GSB Table IX; Bi-ViT Table 2). A product counts as
+  BOPs when *both* operands are 1-bit (``Precision(1, 1)``: XNOR + popcount). A product with one real operand
+  (W1A32, BiViT's binary-weight MLP) stays in FLOPs: its multiplies become additions, and the papers count
+  them as FLOPs. A product with both operands low-bit (e.g. W4A4) counts ``macs * f(b_w, b_a)`` BOPs:
+  ``f = b_w * b_a`` by default (the usual BOPs definition), or, in the ``"bi-vit"`` convention,
+  ``f = 2 ** (max(b_w, b_a) - 1)``, which is what Bi-ViT Table 2's Q-ViT rows imply (their 4-4 / 3-3 / 2-2 OPs
+  are the real-valued OPs / 8 / 16 / 32; ``b_w * b_a / 64`` would give / 4 / 7.1 / 16 and does not match).
+* **FLOPs** = MACs of the real-valued products + the element-wise real work that quantized products need,
+  priced by a :class:`CostModel` (named presets in :data:`CONVENTIONS`). Work common to real and binary models
+  (LayerNorm, GELU, residual adds, and the softmax of real attention) is never counted, exactly like Eq. 37 of
+  GSB / the real-valued rows of both tables, which count only the products.
+
+  - ``"bi-vit"`` (default): 1 FLOP per activation element quantized at the input of a quantized Linear/Conv,
+    nothing else. With every Linear/Conv (patch embedding and head included, although the paper says they are
+    kept real-valued) and the attention matmuls at 1-1, this reproduces all Bi-ViT Table 2 OPs at the
+    printed precision (the plain ``MACs / 64`` is 10-12 % low for DeiT-S and Swin-T).
+  - ``"gsb"`` (GSB Table IX, per DeiT-S block, n = 198 tokens incl. the distillation token): quantizing an
+    activation costs 2 FLOPs per element (shift + scale), rescaling a quantized product's output 2 (scale + bias)
+    per output element, a binary attention operand (q, k, A, V) 2 per element, each attention product's output
+    1 per element per product plus 1 per extra GSB product to accumulate the ``(k_att + 1)(k_v + 1)`` products,
+    the softmax between binary products 3 per score (exp, sum, divide), and each GSB mask 1 per element per mask
+    (comparison) plus 1 for the row max. The paper does not spell its split out; its numbers decompose exactly
+    as MLP = 20 nd (our model gives 20 nd too), baseline attention = 27 nd + 3 H n^2 (ours 19 nd + 6 H n^2) and
+    GSB adds about 3 nd + 4 H n^2 (ours 19 nd + 3 H n^2: we also price combining the 9 A.V products).
+    Totals: baseline 10.32e6 OPs (paper 10.21e6), GSB k = 2: 14.35e6 (paper 12.88e6).
+  - ``"plain"``: products only (OPs = BOPs / 64 + real MACs), the textbook Bi-Real Net count.
+
+Protocol read by the counter (it only reads attributes, it never changes the model):
+
+* A Linear/Conv (``nn.Linear``, ``nn.Conv1d/2d/3d`` or subclasses) takes its bits from its own ``precision``
+  attribute (:class:`bvbench.quant.base.Precision`), else from the nearest enclosing module that has one (a
+  wrapper around a plain ``nn.Linear``), else it is full precision.
+* An attention module is any module with an ``attn_precision`` attribute, or with an int ``num_heads`` and a
+  ``qkv`` attribute (timm ``Attention``, Swin ``WindowAttention``, NesT ``Attention``). It must take the
+  tokens ``(B, N, C)`` as its first forward argument (NesT's ``(B, T, N, C)``: T is folded into the batch);
+  it has ``num_heads`` heads of ``head_dim`` channels (``head_dim`` attribute, else
+  ``qkv.out_features // (3 * num_heads)``, else ``C // num_heads``). ``q.k^T`` and ``A.V`` each cost
+  ``B * H * N * N * head_dim`` MACs. Their precision is ``attn_precision`` (an :class:`AttentionPrecision` or
+  any object with the same attribute names); no attribute means full precision.
+* A transformer block is any module with children named ``attn`` and ``mlp``; ``Complexity.blocks`` splits
+  every block's BOPs / FLOPs between the two.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from bvbench.quant.base import FULL, Precision
+
+__all__ = [
+    "CONVENTIONS",
+    "AttentionPrecision",
+    "Complexity",
+    "CostModel",
+    "count_complexity",
+    "count_macs",
+    "count_params",
+    "size_fp32_mib",
+    "theoretical_size",
+    "unfused_attention",
+]
+
+_MIB = 2**20
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (shared parameters once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def size_fp32_mib(model: nn.Module) -> float:
+    """Size of all parameters stored at 4 bytes each, in MiB (2^20 bytes)."""
+    return count_params(model) * 4 / _MIB
+
+
+def _is_weight_layer(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, *_CONV))
+
+
+def _as_precision(value: object) -> Precision | None:
+    """``value`` as a Precision when it has ``weight_bits`` and ``act_bits`` (not e.g. a method), else None."""
+    if isinstance(value, Precision):
+        return value
+    weight_bits, act_bits = getattr(value, "weight_bits", None), getattr(value, "act_bits", None)
+    if isinstance(weight_bits, (int, float)) and isinstance(act_bits, (int, float)):
+        return Precision(weight_bits, act_bits)  # type: ignore[arg-type]
+    return None
+
+
+def _precisions(model: nn.Module) -> dict[nn.Module, Precision]:
+    """Precision of every Linear/Conv: its own ``precision``, else the nearest ancestor's, else FULL."""
+    out: dict[nn.Module, Precision] = {}
+
+    def visit(module: nn.Module, inherited: Precision | None) -> None:
+        own = _as_precision(getattr(module, "precision", None))
+        current = own if own is not None else inherited
+        if _is_weight_layer(module):
+            out[module] = current if current is not None else FULL
+        for child in module.children():
+            visit(child, current)
+
+    visit(model, None)
+    return out
+
+
+def theoretical_size(model: nn.Module, *, include_buffers: bool = False) -> dict[str, float]:
+    """Storage if every Linear/Conv weight is kept at its ``weight_bits`` and everything else at 32 bits.
+
+    This is the Bi-ViT Table 2 convention (MB = 10^6 bytes there). ``include_buffers`` also counts buffers
+    at 32 bits (Bi-ViT's real-valued Swin sizes include the attention-mask and position-index buffers).
+    """
+    weights = {id(m.weight): p.weight_bits for m, p in _precisions(model).items() if m.weight is not None}
+    bits = 0.0
+    for param in model.parameters():
+        bits += param.numel() * weights.get(id(param), 32)
+    if include_buffers:
+        bits += sum(b.numel() for b in model.buffers()) * 32
+    nbytes = bits / 8
+    return {"bytes": nbytes, "mb": nbytes / 1e6, "mib": nbytes / _MIB}
+
+
+# ------------------------------------------------------------------------------------------- fvcore
+
+
+@contextmanager
+def unfused_attention(model: nn.Module | None = None) -> Iterator[None]:
+    """Turn timm's fused attention off (globally and on ``model``'s built modules), restore it on exit.
+
+    Fused attention (``F.scaled_dot_product_attention``) hides ``q @ k^T`` and ``attn @ v`` from fvcore.
+    """
+    import timm.layers.config as timm_config
+
+    saved_flag = timm_config._USE_FUSED_ATTN
+    saved_modules: list[tuple[nn.Module, Any]] = []
+    timm_config._USE_FUSED_ATTN = 0
+    if model is not None:
+        for module in model.modules():
+            if isinstance(getattr(module, "fused_attn", None), bool):
+                saved_modules.append((module, module.fused_attn))
+                module.fused_attn = False
+    try:
+        yield
+    finally:
+        timm_config._USE_FUSED_ATTN = saved_flag
+        for module, value in saved_modules:
+            module.fused_attn = value
+
+
+def _example_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
+    shape = tuple(input_shape)
+    if len(shape) == 3:
+        shape = (1, *shape)
+    ref = next(iter(model.parameters()), None)
+    device = ref.device if ref is not None else torch.device("cpu")
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    return torch.zeros(shape, device=device, dtype=dtype)
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """fvcore's total for one forward pass (one multiply-add = 1), with timm's fused attention disabled.
+
+    ``input_shape`` is ``(C, H, W)`` (batch 1) or ``(B, C, H, W)``. fvcore's warnings are silenced.
+    """
+    was_training = model.training
+    model.eval()
+    logger = logging.getLogger("fvcore")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with unfused_attention(model), warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            from fvcore.nn import FlopCountAnalysis
+
+            analysis = FlopCountAnalysis(model, _example_input(model, input_shape))
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            analysis.tracer_warnings("none")
+            return int(analysis.total())
+    finally:
+        logger.setLevel(level)
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------------- precision-aware
+
+
+@dataclass(frozen=True)
+class AttentionPrecision:
+    """Bits of the two attention products of one attention module (set as ``attn.attn_precision``).
+
+    ``qk``: ``Precision(weight_bits=bits of k, act_bits=bits of q)``; ``av``: ``Precision(weight_bits=bits of
+    V, act_bits=bits of A)``. ``k_att`` / ``k_v``: number of GSB extra masks on A / on V (0 = plain
+    binarization); a binary ``A.V`` then costs ``(k_att + 1) * (k_v + 1)`` binary products.
+    """
+
+    qk: Precision = FULL
+    av: Precision = FULL
+    k_att: int = 0
+    k_v: int = 0
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """FLOPs charged for the element-wise real work around quantized products (see the module docstring)."""
+
+    name: str
+    input_quant: float = 0.0  # per activation element quantized at a quantized Linear/Conv input
+    output_rescale: float = 0.0  # per output element of a quantized Linear/Conv (scale, bias)
+    attn_operand: float = 0.0  # per element of a quantized attention operand (q, k, A, V)
+    attn_output: float = 0.0  # per output element of a quantized attention product, per product
+    attn_combine: float = 0.0  # per output element per extra GSB product (accumulating them)
+    softmax: float = 0.0  # per attention score, when an attention product is quantized
+    gsb_mask: float = 0.0  # per element per GSB mask (comparison), plus once for the max
+    low_bit: Literal["bwba", "bi-vit"] = "bwba"  # BOPs of a low-bit (not 1-1) product: see module doc
+
+    def low_bit_factor(self, p: Precision) -> float:
+        """BOPs per MAC of a product whose two operands are both quantized."""
+        if self.low_bit == "bi-vit":
+            return float(2 ** (max(p.weight_bits, p.act_bits) - 1))
+        return float(p.weight_bits * p.act_bits)
+
+
+CONVENTIONS: dict[str, CostModel] = {
+    "plain": CostModel("plain"),
+    "bi-vit": CostModel("bi-vit", input_quant=1.0, low_bit="bi-vit"),
+    "gsb": CostModel(
+        "gsb",
+        input_quant=2.0,
+        output_rescale=2.0,
+        attn_operand=2.0,
+        attn_output=1.0,
+        attn_combine=1.0,
+        softmax=3.0,
+        gsb_mask=1.0,
+    ),
+}
+
+
+@dataclass
+class Complexity:
+    """Result of :func:`count_complexity` (counts for the batch of ``input_shape``)."""
+
+    params: int
+    macs: int  # products only: Linear/Conv + attention matmuls, each counted once as if real-valued
+    bops: float
+    flops: float
+    ops: float  # bops / 64 + flops
+    size_fp32_mib: float
+    size_mb: float  # theoretical size, 10^6 bytes
+    size_mib: float  # theoretical size, 2^20 bytes
+    blocks: list[dict[str, float]] = field(default_factory=list)  # attn_bops, attn_flops, mlp_bops, mlp_flops
+    convention: str = "bi-vit"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (for reports)."""
+        return asdict(self)
+
+
+def _is_quantized(bits: float) -> bool:
+    return bits < 32
+
+
+class _Tally:
+    """Accumulates BOPs/FLOPs/MACs, split per (block, part)."""
+
+    def __init__(self, costs: CostModel) -> None:
+        self.costs = costs
+        self.macs = 0
+        self.bops = 0.0
+        self.flops = 0.0
+        self.parts: dict[str, list[float]] = {}
+
+    def add(self, part: str | None, bops: float, flops: float) -> None:
+        self.bops += bops
+        self.flops += flops
+        if part is not None:
+            entry = self.parts.setdefault(part, [0.0, 0.0])
+            entry[0] += bops
+            entry[1] += flops
+
+    def product(self, p: Precision, macs: int, products: int = 1) -> tuple[float, float]:
+        """(BOPs, FLOPs) of ``products`` products of ``macs`` MACs each at precision ``p``."""
+        if p.binary:
+            return float(macs * products), 0.0
+        if _is_quantized(p.weight_bits) and _is_quantized(p.act_bits):
+            return macs * products * self.costs.low_bit_factor(p), 0.0
+        return 0.0, float(macs * products)
+
+
+def _attention_dims(module: nn.Module, x: torch.Tensor) -> tuple[int, int, int, int]:
+    """(B, H, N, d) of a self-attention module called on tokens ``x`` of shape (..., N, C)."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 3:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"attention module {type(module).__name__} must take tokens (B, N, C), got {shape}")
+    batch, tokens, channels = math.prod(x.shape[:-2]), x.shape[-2], x.shape[-1]
+    heads = int(module.num_heads)
+    head_dim = getattr(module, "head_dim", None)
+    if not isinstance(head_dim, int):
+        qkv = getattr(module, "qkv", None)
+        out_features = getattr(qkv, "out_features", None)
+        head_dim = out_features // (3 * heads) if isinstance(out_features, int) else channels // heads
+    return batch, heads, tokens, head_dim
+
+
+def _is_attention(module: nn.Module) -> bool:
+    if hasattr(module, "attn_precision"):
+        return True
+    return isinstance(getattr(module, "num_heads", None), int) and hasattr(module, "qkv")
+
+
+def count_complexity(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    convention: str | CostModel = "bi-vit",
+    include_buffers: bool = False,
+) -> Complexity:
+    """Precision-aware complexity of one forward pass of ``model`` on ``input_shape`` ((C,H,W) or (B,C,H,W)).
+
+    Reads ``precision`` / ``attn_precision`` attributes (module docstring); works on models built on the
+    ``meta`` device (no compute). ``convention`` names a :data:`CONVENTIONS` preset or is a :class:`CostModel`.
+    """
+    costs = CONVENTIONS[convention] if isinstance(convention, str) else convention
+    tally = _Tally(costs)
+    precisions = _precisions(model)
+    names = {module: name for name, module in model.named_modules()}
+
+    block_parts: list[tuple[str, str]] = []  # (prefix, part key)
+    blocks: list[str] = []
+    for name, module in model.named_modules():
+        children = dict(module.named_children())
+        if "attn" in children and "mlp" in children:
+            index = len(blocks)
+            blocks.append(name)
+            prefix = f"{name}." if name else ""
+            block_parts.append((f"{prefix}attn", f"{index}.attn"))
+            block_parts.append((f"{prefix}mlp", f"{index}.mlp"))
+
+    def part_of(module: nn.Module) -> str | None:
+        name = names.get(module, "")
+        for prefix, key in block_parts:
+            if name == prefix or name.startswith(prefix + "."):
+                return key
+        return None
+
+    def weight_hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        p = precisions[module]
+        x = inputs[0]
+        if isinstance(module, nn.Linear):
+            macs = output.numel() * module.in_features
+        else:
+            kernel = math.prod(module.kernel_size)
+            macs = output.numel() * (module.in_channels // module.groups) * kernel
+        tally.macs += macs
+        bops, flops = tally.product(p, macs)
+        if _is_quantized(p.act_bits):
+            flops += costs.input_quant * x.numel()
+        if _is_quantized(p.weight_bits) or _is_quantized(p.act_bits):
+            flops += costs.output_rescale * output.numel()
+        tally.add(part_of(module), bops, flops)
+
+    def attention_hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        batch, heads, tokens, head_dim = _attention_dims(module, inputs[0])
+        ap = getattr(module, "attn_precision", None)
+        qk = _as_precision(getattr(ap, "qk", None)) or FULL
+        av = _as_precision(getattr(ap, "av", None)) or FULL
+        k_att = int(getattr(ap, "k_att", 0) or 0) if ap is not None else 0
+        k_v = int(getattr(ap, "k_v", 0) or 0) if ap is not None else 0
+
+        operand = batch * heads * tokens * head_dim  # elements of q, k or V, and of the A.V output
+        scores = batch * heads * tokens * tokens  # elements of the attention map
+        macs = scores * head_dim
+        tally.macs += 2 * macs
+
+        bops, flops = tally.product(qk, macs)
+        a_quant, v_quant = _is_quantized(av.act_bits), _is_quantized(av.weight_bits)
+        av_products = (k_att + 1 if a_quant else 1) * (k_v + 1 if v_quant else 1)
+        both_quant = a_quant and v_quant
+        b2, f2 = tally.product(av, macs, av_products if both_quant else 1)
+        bops, flops = bops + b2, flops + f2
+
+        qk_quant = _is_quantized(qk.act_bits) or _is_quantized(qk.weight_bits)
+        av_any = a_quant or v_quant
+        flops += costs.attn_operand * operand * (_is_quantized(qk.act_bits) + _is_quantized(qk.weight_bits))
+        flops += costs.attn_operand * (scores * a_quant + operand * v_quant)
+        if qk_quant:
+            flops += costs.attn_output * scores
+        if av_any:
+            n_products = av_products if both_quant else 1
+            flops += costs.attn_output * operand * n_products
+            flops += costs.attn_combine * operand * (n_products - 1)
+        if qk_quant or av_any:
+            flops += costs.softmax * scores
+        if a_quant and k_att > 0:
+            flops += costs.gsb_mask * scores * (k_att + 1)
+        if v_quant and k_v > 0:
+            flops += costs.gsb_mask * operand * (k_v + 1)
+        tally.add(part_of(module), bops, flops)
+
+    handles = []
+    for module in model.modules():
+        if module in precisions:
+            handles.append(module.register_forward_hook(weight_hook))
+        elif _is_attention(module):
+            handles.append(module.register_forward_hook(attention_hook))
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(_example_input(model, input_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+    size = theoretical_size(model, include_buffers=include_buffers)
+    per_block = []
+    for index in range(len(blocks)):
+        attn = tally.parts.get(f"{index}.attn", [0.0, 0.0])
+        mlp = tally.parts.get(f"{index}.mlp", [0.0, 0.0])
+        per_block.append({"attn_bops": attn[0], "attn_flops": attn[1], "mlp_bops": mlp[0], "mlp_flops": mlp[1]})
+    return Complexity(
+        params=count_params(model),
+        macs=tally.macs,
+        bops=tally.bops,
+        flops=tally.flops,
+        ops=tally.bops / 64 + tally.flops,
+        size_fp32_mib=size_fp32_mib(model),
+        size_mb=size["mb"],
+        size_mib=size["mib"],
+        blocks=per_block,
+        convention=costs.name,
+    )
