@@ -149,9 +149,18 @@ class EvalConfig(Strict):
 
 
 class DistillConfig(Strict):
-    kind: Literal["none", "hard", "soft"] = "none"
+    """Distillation from the row's `teacher` (losses in bvbench.train.losses).
+
+    none: CE. hard (DeiT; GSB Eq. 36 with alpha = lambda): (1-alpha) CE(cls, y) + alpha CE(dist, argmax t).
+    soft (Hinton): (1-alpha) CE + alpha tau^2 KL(t || s). distribution (ReActNet / BiViT): (1-alpha) CE +
+    alpha * -sum softmax(t) log softmax(s) (alpha 1: the distribution loss alone). ranking (Bi-ViT Eq. 14):
+    the hard loss + lam * sum over layers of ||psi(A_t) - psi(A_s)||_2 (Eq. 12-13).
+    """
+
+    kind: Literal["none", "hard", "soft", "distribution", "ranking"] = "none"
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term")
     tau: float = Field(1.0, gt=0)
+    lam: float = Field(10.0, ge=0, description="ranking: weight lambda of L_ranking (Bi-ViT Eq. 14)")
 
 
 class StageConfig(Strict):

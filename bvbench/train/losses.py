@@ -21,13 +21,45 @@ def kd_soft(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.T
     return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * tau * tau
 
 
+def distribution_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """ReActNet / BiViT distribution loss: -sum_c softmax(teacher)_c * log softmax(student)_c, batch mean."""
+    return soft_cross_entropy(student, F.softmax(teacher, dim=-1))
+
+
+def psi(a: torch.Tensor) -> torch.Tensor:
+    """Bi-ViT Eq. 13: psi(A)[..., n, :] = A[..., n, :] - A[..., n-1, :] for 0 < n <= N-1 and
+    A[..., 0, :] - A[..., N-1, :] for n = 0 (differences of consecutive query rows, cyclic)."""
+    return a - a.roll(1, dims=-2)
+
+
+def ranking_loss(teacher_maps: list[torch.Tensor], student_maps: list[torch.Tensor]) -> torch.Tensor:
+    """Bi-ViT Eq. 12: L_ranking = sum_l ||psi(A_l^T) - psi(A_l^S)||_2 over the L attention layers, each map
+    [B, H, N, N]; the L2 norm is taken per sample over (H, N, N) and averaged over the batch."""
+    if len(teacher_maps) != len(student_maps) or not student_maps:
+        raise ValueError(f"ranking loss needs one attention map per layer from both models "
+                         f"(teacher {len(teacher_maps)}, student {len(student_maps)})")
+    total = student_maps[0].new_zeros(())
+    for t, s in zip(teacher_maps, student_maps, strict=True):
+        d = (psi(t.detach().float()) - psi(s.float())).flatten(1)
+        total = total + d.norm(dim=1).mean()
+    return total
+
+
 class ClassificationLoss(nn.Module):
     """CE on labels (hard or mixed soft targets), optionally combined with teacher distillation.
 
     Hard distillation (DeiT): (1-alpha) CE(cls, y) + alpha CE(dist, argmax teacher); a model with a
     distillation token returns (cls, dist) while training, otherwise both terms use the single output.
     Soft: (1-alpha) CE(out, y) + alpha tau^2 KL(teacher || student).
+    Distribution: (1-alpha) CE(cls, y) + alpha distribution_loss(dist, teacher) (ReActNet, BiViT).
+    Ranking (Bi-ViT Eq. 14): the hard loss + lam * ranking_loss(teacher maps, student maps); the maps come in
+    `attention` = (teacher maps, student maps), collected by `bvbench.methods.attention.attention_maps`.
     """
+
+    @property
+    def needs_attention(self) -> bool:
+        """True when the loss needs the attention maps of student and teacher."""
+        return self.distill.kind == "ranking"
 
     def __init__(self, label_smoothing: float = 0.0, distill: DistillConfig | None = None) -> None:
         super().__init__()
@@ -44,6 +76,7 @@ class ClassificationLoss(nn.Module):
         outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
         target: torch.Tensor,
         teacher_logits: torch.Tensor | None = None,
+        attention: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         cls, dist = outputs if isinstance(outputs, tuple) else (outputs, outputs)
         kind = self.distill.kind
@@ -52,6 +85,13 @@ class ClassificationLoss(nn.Module):
                 return (self.ce(cls, target) + self.ce(dist, target)) / 2
             return self.ce(cls, target)
         a = self.distill.alpha
-        if kind == "hard":
-            return (1 - a) * self.ce(cls, target) + a * F.cross_entropy(dist, teacher_logits.argmax(dim=-1))
+        if kind in ("hard", "ranking"):
+            loss = (1 - a) * self.ce(cls, target) + a * F.cross_entropy(dist, teacher_logits.argmax(dim=-1))
+            if kind == "ranking":
+                if attention is None:
+                    raise ValueError("ranking distillation needs the attention maps (teacher, student)")
+                loss = loss + self.distill.lam * ranking_loss(*attention)
+            return loss
+        if kind == "distribution":
+            return (1 - a) * self.ce(cls, target) + a * distribution_loss(dist, teacher_logits)
         return (1 - a) * self.ce(cls, target) + a * kd_soft(dist, teacher_logits, self.distill.tau)

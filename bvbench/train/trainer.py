@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
 import random
 import signal
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from bvbench import methods
 from bvbench.errors import BvbenchError
 from bvbench.evaluate.metrics import predict, topk_accuracy
+from bvbench.methods.attention import attention_maps, capturable
 from bvbench.models import is_distilled
 from bvbench.recipes import Row, StageConfig
 from bvbench.results import atomic_torch_save, atomic_write_text
@@ -166,6 +166,9 @@ class Trainer:
         self.num_classes = num_classes
         self.device, self.out_dir, self.seed = device, out_dir, seed
         self.teacher = teacher.eval() if teacher is not None else None
+        self.loss_fn = ClassificationLoss(row.train.label_smoothing, row.distill)
+        if self.loss_fn.needs_attention and self.teacher is not None:
+            capturable(self.teacher)  # ranking-aware distillation reads the teacher's attention maps
         self.dist = dist or Dist()
         self.progress = progress
         self.log = log
@@ -173,7 +176,6 @@ class Trainer:
         self.stages: list[StageConfig] = row.resolved_stages()
         self.state = FitState()
         self.stop = StopFlag()
-        self.loss_fn = ClassificationLoss(self.cfg.label_smoothing, row.distill)
         self.amp = self.cfg.amp and device.type == "cuda"
         self.mixup = self._mixup()
 
@@ -295,12 +297,14 @@ class Trainer:
             lr = lr_at(st.epoch * spe + st.step, total, spe, cfg, base_lr)
             set_lr(self.opt, lr)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                out = self.net(x)
+                maps = self.loss_fn.needs_attention and self.teacher is not None
+                with attention_maps(self.model, enabled=maps) as s_maps:
+                    out = self.net(x)
                 t_logits = None
                 if self.teacher is not None and self.row.distill.kind != "none":
-                    with torch.no_grad():
+                    with torch.no_grad(), attention_maps(self.teacher, enabled=maps) as t_maps:
                         t_logits = self.teacher(x).float()
-                loss = self.loss_fn(out, target, t_logits)
+                loss = self.loss_fn(out, target, t_logits, (t_maps, s_maps) if maps else None)
             if not torch.isfinite(loss):
                 raise Diverged(f"loss is {loss.item()} at stage {stage.name}, epoch {st.epoch + 1}, step {st.step + 1}")
             self.opt.zero_grad(set_to_none=True)
