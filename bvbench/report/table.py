@@ -116,22 +116,30 @@ def build_tables(recipe: Recipe, results: Path, profile: str | None = None) -> l
     return tables
 
 
-def fmt(v: Any, unit: str = "fraction") -> str:
+def decimals(paper: Any, unit: str) -> int:
+    """As many decimals as the paper printed (at least the unit's usual number)."""
+    base = {"fraction": 4, "count": 0}.get(unit, 2)
+    if isinstance(paper, float):
+        text = repr(paper)
+        if "e" not in text and "." in text:
+            return max(base, len(text.split(".")[1]))
+    return base
+
+
+def fmt(v: Any, unit: str = "fraction", places: int | None = None) -> str:
     if v is None:
         return MISSING
     if isinstance(v, str):
         return v
-    if unit == "fraction":
-        return f"{v:.4f}"
-    if unit in ("count",):
-        return f"{v:,.0f}"
-    return f"{v:.2f}"
+    if isinstance(v, int) and places is None:
+        return str(v)
+    return f"{v:.{decimals(None, unit) if places is None else places}f}"
 
 
-def fmt_delta(d: float | None, unit: str) -> str:
+def fmt_delta(d: float | None, unit: str, places: int | None = None) -> str:
     if d is None:
         return MISSING
-    return ("+" if d >= 0 else "") + fmt(d, unit)
+    return ("+" if d >= 0 else "") + fmt(d, unit, places)
 
 
 def header(table: Table) -> list[str]:
@@ -148,7 +156,9 @@ def body(table: Table) -> list[list[str]]:
         for c in table.columns:
             cell = r.cells[c.key]
             if c.measured:
-                line += [fmt(cell.paper, c.unit), fmt(cell.measured, c.unit), fmt_delta(cell.delta, c.unit)]
+                places = decimals(cell.paper, c.unit)
+                line += [fmt(cell.paper, c.unit), fmt(cell.measured, c.unit, places),
+                         fmt_delta(cell.delta, c.unit, places)]
             else:
                 line.append(fmt(cell.paper, c.unit))
         line += [_get(r.run, "data.display") or MISSING, r.run.get("profile", MISSING), r.status]
