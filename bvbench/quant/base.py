@@ -34,7 +34,7 @@ SCALE_MIN = 1e-5
 def sign(x: Tensor, zero_to_positive: bool = True) -> Tensor:
     """Sign with values in {-1, +1}; `zero_to_positive` picks sign(0) = +1 (GSB Eq. 4) or -1 (BiViT Eq. 1)."""
     pos = x >= 0 if zero_to_positive else x > 0
-    return torch.where(pos, torch.ones_like(x), -torch.ones_like(x))
+    return pos.to(x.dtype).mul_(2).sub_(1)
 
 
 class Quantizer(nn.Module):

@@ -61,11 +61,11 @@ class _GSBAttentionFn(Function):
 
     @staticmethod
     def forward(ctx: Any, a: Tensor, alpha: Tensor, coeffs: list[float], grad_scale: float) -> Tensor:
+        dt = a.dtype
         rowmax = a.amax(dim=-1, keepdim=True)
-        u = a / alpha[0]
-        out = (u > 0.5).to(a.dtype) * alpha[0]
+        out = (a > 0.5 * alpha[0]).to(dt).mul_(alpha[0])  # a0 * clip(round(A_ret / a0), 0, 1)
         for i, c in enumerate(coeffs, start=1):
-            out = out + (a > c * rowmax).to(a.dtype) * alpha[i]
+            out.addcmul_((a > c * rowmax).to(dt), alpha[i])  # + a_i * M_i
         ctx.save_for_backward(a, alpha, rowmax)
         ctx.coeffs, ctx.grad_scale = coeffs, grad_scale
         return out
@@ -73,14 +73,18 @@ class _GSBAttentionFn(Function):
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None]:
         a, alpha, rowmax = ctx.saved_tensors
-        u = a / alpha[0]
-        inside0 = (u > 0) & (u < 1)
-        local = inside0.to(a.dtype)  # A_0, Eq. 17-18
-        galpha = [(g * ((u > 0.5).to(a.dtype) - torch.where(inside0, u, torch.zeros_like(u)))).sum()]  # Eq. 14
+        dt, a0 = a.dtype, alpha[0]
+        local = ((a - 0.5 * a0).abs_() < 0.5 * a0).to(dt)  # A_0 = 1[0 < A_ret / a0 < 1], Eq. 17-18
+        galpha = [(g * (a > 0.5 * a0).to(dt)).sum() - (g * local).mul_(a).sum() / a0]  # Eq. 14
         for i, c in enumerate(ctx.coeffs, start=1):
-            diff = a - c * rowmax
-            local = local + ((diff > 0) & (diff < 1)).to(a.dtype) * alpha[i]  # A_i, Eq. 19-20
-            galpha.append((g * (diff > 0).to(a.dtype)).sum())  # Eq. 15
+            theta = c * rowmax
+            m = (a > theta).to(dt)
+            galpha.append((g * m).sum())  # Eq. 15
+            # A_i = a_i 1[0 < A_ret - Theta_i < 1], Eq. 20; A_ret - Theta_i <= (1 - c_i) rowmax, so the upper
+            # bound holds everywhere when every rowmax < 1 / (1 - c_i) (always for softmax maps)
+            if bool(((1 - c) * rowmax >= 1).any()):
+                m = m.mul_((a < theta + 1).to(dt))
+            local.addcmul_(m, alpha[i])
         return g * local, torch.stack(galpha) * ctx.grad_scale, None, None  # Eq. 16
 
 
@@ -142,28 +146,26 @@ class _GSBValueFn(Function):
     def forward(ctx: Any, v: Tensor, beta: Tensor, coeffs: list[float], grad_scale: float) -> Tensor:
         dims = tuple(range(1, v.dim()))
         vmax, vmin = v.amax(dim=dims, keepdim=True), v.amin(dim=dims, keepdim=True)
-        s = sign(v)
-        level = beta[0].expand_as(v)
+        level = torch.zeros_like(v).add_(beta[0])
         for i, c in enumerate(coeffs, start=1):
-            level = level + ((v > c * vmax) | (v < c * vmin)).to(v.dtype) * beta[i]
+            level.add_(((v > c * vmax) | (v < c * vmin)).to(v.dtype).mul_(beta[i]))
         ctx.save_for_backward(v, beta, vmax, vmin)
         ctx.coeffs, ctx.grad_scale = coeffs, grad_scale
-        return s * level
+        return level.mul_(sign(v))
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None]:
         v, beta, vmax, vmin = ctx.saved_tensors
-        s = sign(v)
-        u = v / beta[0]
-        inside = u.abs() < 1
-        local = inside.to(v.dtype)  # V_0, Eq. 31
-        gbeta = [(g * (s - torch.where(inside, u, torch.zeros_like(u)))).sum()]  # Eq. 29, i = 0
+        dt = v.dtype
+        s, absv = sign(v), v.abs()
+        local = (absv < beta[0]).to(dt)  # V_0 = 1[-1 < V0 / b0 < 1], Eq. 31
+        gs, gv = g * s, g * v
+        gbeta = [gs.sum() - (gv * local).sum() / beta[0]]  # Eq. 29, i = 0
         for i, c in enumerate(ctx.coeffs, start=1):
-            m = (v > c * vmax) | (v < c * vmin)
-            u = v / beta[i]
-            local = local + ((u.abs() <= 1) & m).to(v.dtype)  # V_i, Eq. 32
-            inside = u.abs() < 1
-            gbeta.append((g * m.to(v.dtype) * (s - torch.where(inside, u, torch.zeros_like(u)))).sum())
+            m = ((v > c * vmax) | (v < c * vmin)).to(dt)
+            local.add_((absv <= beta[i]).to(dt).mul_(m))  # V_i, Eq. 32
+            inside = (absv < beta[i]).to(dt).mul_(m)
+            gbeta.append((gs * m).sum() - (gv * inside).sum() / beta[i])  # Eq. 29 masked by M_i
         return g * local, torch.stack(gbeta) * ctx.grad_scale, None, None  # Eq. 28, 30
 
 

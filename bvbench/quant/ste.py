@@ -56,20 +56,19 @@ class ScaledSign(Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, alpha: Tensor, grad_scale: float = 1.0) -> Tensor:
-        b = sign(x)
         ctx.save_for_backward(x, alpha)
         ctx.grad_scale = grad_scale
-        return alpha * b
+        return sign(x).mul_(alpha)
 
     @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None]:
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor | None, None]:
         x, alpha = ctx.saved_tensors
-        u = x / alpha
-        inside = u.abs() <= 1
-        gx = torch.where(inside, g, torch.zeros_like(g))
-        dalpha = sign(x) - torch.where(inside, u, torch.zeros_like(u))
-        ga = (g * dalpha).sum_to_size(alpha.shape) * ctx.grad_scale
-        return gx, ga, None
+        gx = g * (x.abs() <= alpha).to(g.dtype)
+        if not ctx.needs_input_grad[1]:
+            return gx, None, None
+        shape = alpha.shape
+        ga = (g * sign(x)).sum_to_size(shape) - (gx * x).sum_to_size(shape) / alpha
+        return gx, ga * ctx.grad_scale, None
 
 
 class ScaledRoundClip(Function):
@@ -78,20 +77,20 @@ class ScaledRoundClip(Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, alpha: Tensor, grad_scale: float = 1.0) -> Tensor:
-        u = x / alpha
-        b = (u > 0.5).to(x.dtype)
-        ctx.save_for_backward(u, b, alpha)
+        ctx.save_for_backward(x, alpha)
         ctx.grad_scale = grad_scale
-        return alpha * b
+        return (x > 0.5 * alpha).to(x.dtype).mul_(alpha)
 
     @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None]:
-        u, b, alpha = ctx.saved_tensors
-        inside = (u >= 0) & (u <= 1)
-        gx = torch.where(inside, g, torch.zeros_like(g))
-        dalpha = b - torch.where(inside, u, torch.zeros_like(u))
-        ga = (g * dalpha).sum_to_size(alpha.shape) * ctx.grad_scale
-        return gx, ga, None
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor | None, None]:
+        x, alpha = ctx.saved_tensors
+        half = 0.5 * alpha
+        gx = g * ((x - half).abs_() <= half).to(g.dtype)  # 0 <= x <= alpha
+        if not ctx.needs_input_grad[1]:
+            return gx, None, None
+        shape = alpha.shape
+        ga = (g * (x > half).to(g.dtype)).sum_to_size(shape) - (gx * x).sum_to_size(shape) / alpha
+        return gx, ga * ctx.grad_scale, None
 
 
 class IdentitySTE(Function):

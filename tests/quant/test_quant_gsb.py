@@ -66,13 +66,14 @@ def _gsb_attention_reference_grads(a_ret, alpha, g, coeffs):
     return g * d_ret, torch.stack(d_alpha)  # Eq. 16
 
 
-@pytest.mark.parametrize("k", [1, 2, 3])
-def test_gsb_attention_backward_eq14_to_20(k: int) -> None:
+@pytest.mark.parametrize("k,amp", [(1, 1.0), (2, 1.0), (3, 1.0), (2, 30.0)])
+def test_gsb_attention_backward_eq14_to_20(k: int, amp: float) -> None:
+    """amp = 30 pushes A_ret - Theta_i above 1, where Eq. 20's upper bound cuts the gradient."""
     torch.manual_seed(k)
     q = GSBAttention(num_heads=2, num_tokens=6, k=k)
     with torch.no_grad():
         q.phi.copy_(torch.randn(2, 6, 6) * 0.02)
-    a = torch.randn(3, 2, 6, 6).softmax(-1).requires_grad_(True)
+    a = (torch.randn(3, 2, 6, 6) * 2).softmax(-1).mul(amp).requires_grad_(True)
     q(a)  # initialise (Eq. 25)
     out = q(a)
     g = torch.randn_like(out)
