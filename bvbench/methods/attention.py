@@ -176,7 +176,8 @@ class QAttention(nn.Module):
     def _forward_nest(self, x: Tensor) -> Tensor:
         b, t, n, c = x.shape
         q, k, v = self._heads(x.reshape(b * t, n, c))
-        out = self.attend(q, k, v).transpose(1, 2).reshape(b, t, n, c)
+        # NesT orders the output channels (head_dim, heads), not (heads, head_dim): keep its proj's layout
+        out = self.attend(q, k, v).permute(0, 2, 3, 1).reshape(b, t, n, c)
         return self.proj_drop(self.proj(out))
 
 
