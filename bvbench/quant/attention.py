@@ -95,7 +95,8 @@ class SoftmaxAwareBinarizer(Quantizer):
         super().__init__()
         if threshold not in ("approx", "optimal") or variant not in ("paper", "code"):
             raise ValueError("threshold must be 'approx'|'optimal' and variant 'paper'|'code'")
-        self.beta, self.threshold, self.iters, self.scale, self.variant = beta, threshold, iters, scale, variant
+        self.beta, self.threshold, self.iters = beta, threshold, iters
+        self.scale, self.variant = scale, variant
         self.precision = Precision(32, 1)
 
     def binarize(self, scores: Tensor) -> tuple[Tensor, Tensor]:

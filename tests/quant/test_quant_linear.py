@@ -37,7 +37,9 @@ def test_forward_combines_quantizers_and_keeps_bias() -> None:
     lin = nn.Linear(12, 5)
     x = torch.randn(3, 7, 12)
     q = QLinear.from_linear(lin, TernaryWeight(), AbsMax(bits=8, granularity="token"), norm=True)
-    expected = F.linear(AbsMax(bits=8, granularity="token")(layer_norm(x)), TernaryWeight()(lin.weight), lin.bias)
+    expected = F.linear(
+        AbsMax(bits=8, granularity="token")(layer_norm(x)), TernaryWeight()(lin.weight), lin.bias
+    )
     torch.testing.assert_close(q(x), expected)
     assert q.precision == Precision(2, 8)
     plain = QLinear.from_linear(lin, None, None)
