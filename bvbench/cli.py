@@ -189,6 +189,53 @@ def table(
         print(text, end="" if text.endswith("\n") else "\n")
 
 
+@app.command()
+def profile(
+    recipe: Annotated[str, typer.Argument(help="recipe name or YAML path")],
+    profile_: Profile = "paper",
+    rows: Annotated[str | None, typer.Option(help="comma-separated row names")] = None,
+    set_: Sets = None,
+    json_: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
+    latency: Annotated[bool, typer.Option(help="also time batch 1 and 64 (median, p10, p90)")] = False,
+    checkpoint: Annotated[str | None, typer.Option(help="weights to load (default: random)")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (latency)")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="CPU threads for latency (recorded)")] = None,
+) -> None:
+    """Parameters, MACs, BOPs, FLOPs, OPs, sizes (and latency) of each row; no training."""
+    import json
+
+    from bvbench.evaluate.profile import profile_row
+    from bvbench.methods import METHODS
+    from bvbench.recipes import load_recipe
+    from bvbench.runner import pick_device
+
+    rec = load_recipe(recipe, profile_, set_ or [])
+    names = rows.split(",") if rows else [r.name for r in rec.rows]
+    out, skipped = [], []
+    for name in names:
+        row = rec.row(name)
+        stages = row.resolved_stages()
+        if row.status == "reference" or any(s.method is None or s.method.name not in METHODS for s in stages):
+            skipped.append(name)
+            continue
+        out.append(profile_row(rec, row, checkpoint=checkpoint, latency=latency, device=pick_device(device),
+                               threads=threads))
+    if json_:
+        print(json.dumps({"recipe": rec.name, "profile": rec.profile, "rows": out, "skipped": skipped}, indent=1))
+        return
+    t = Table(title=f"{rec.name} ({rec.profile}): complexity per forward pass of one image")
+    for col in ("row", "params (M)", "MACs (G)", "BOPs (G)", "FLOPs (G)", "OPs (1e8)", "fp32 (MiB)",
+                "size (MB)", *(["latency b1 (ms)"] if latency else [])):
+        t.add_column(col, justify="right" if col != "row" else "left")
+    for r in out:
+        t.add_row(r["row"], f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e9:.3f}", f"{r['bops'] / 1e9:.3f}",
+                  f"{r['flops'] / 1e9:.3f}", f"{r['ops'] / 1e8:.3f}", f"{r['size_fp32_mib']:.2f}",
+                  f"{r['size_mb']:.2f}", *([f"{r['latency_ms']:.2f}"] if latency else []))
+    console.print(t)
+    if skipped:
+        console.print(f"[dim]not profiled (reference rows or methods not implemented): {', '.join(skipped)}[/]")
+
+
 @app.command("eval")
 def eval_cmd(
     run_dir: Annotated[str, typer.Argument(help="a finished run folder results/<recipe>/<row>/<run-id>")],

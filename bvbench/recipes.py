@@ -146,6 +146,8 @@ class TrainConfig(Strict):
 class EvalConfig(Strict):
     batch_size: int = Field(256, ge=1)
     topk: list[int] = [1, 5]
+    complexity: Literal["bi-vit", "gsb", "plain"] = Field(
+        "bi-vit", description="OPs convention (bvbench.evaluate.complexity.CONVENTIONS): whose table to match")
 
 
 class DistillConfig(Strict):

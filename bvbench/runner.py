@@ -280,6 +280,9 @@ class Runner:
         logits, targets = predict(model, test_loader, self.device)
         metrics, cm = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
         if self.dist.main:
+            from bvbench.evaluate.profile import complexity_metrics, fp_macs
+
+            metrics.update(complexity_metrics(model, row, fp_macs(row, info.num_classes)))
             self.write_results(rd, row, model, metrics, cm, info, test_info, len(train_set),
                                len(test_loader.dataset), train_time, trainer, env)
         self.dist.barrier()
@@ -304,7 +307,6 @@ class Runner:
             "model": row.model.name, "method": row.method.name,
             "epochs": sum(s.epochs or 0 for s in row.resolved_stages()),
             "device": str(self.device), "world_size": self.dist.world, **metrics,
-            "params": sum(p.numel() for p in model.parameters()),
             "train_time_s": round(train_time, 2),
             "images_per_s": trainer.state.history[-1]["images_per_s"] if trainer.state.history else None,
         }

@@ -1,0 +1,74 @@
+"""`bvbench profile`: parameters, MACs, BOPs, FLOPs, OPs, sizes and latency of each row, without training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from bvbench import methods
+from bvbench.data import dataset_info
+from bvbench.evaluate.complexity import count_complexity, count_macs, unfused_attention
+from bvbench.models import build_model, load_state
+from bvbench.recipes import MethodSpec, Recipe, Row
+
+
+def input_shape(row: Row) -> tuple[int, int, int]:
+    size = row.data.img_size or dataset_info(row.data.name).img_size
+    return (3, size, size)
+
+
+def converted_model(row: Row, num_classes: int) -> nn.Module:
+    """The row's model, every stage's method applied, random weights (no download)."""
+    with unfused_attention():
+        model = build_model(row.model.model_copy(update={"pretrained": False, "checkpoint": None}), num_classes)
+    for stage in row.resolved_stages():
+        assert stage.method is not None
+        methods.apply(model, stage.method)
+    return model.eval()
+
+
+def fp_macs(row: Row, num_classes: int) -> int:
+    """fvcore MACs of the row's full-precision model (the papers' "computational complexity" column)."""
+    fp = converted_model(row.model_copy(update={"stages": [], "method": MethodSpec()}), num_classes)
+    with unfused_attention(fp):
+        return count_macs(fp, input_shape(row))
+
+
+def complexity_metrics(model: nn.Module, row: Row, fp_macs: int | None = None) -> dict[str, Any]:
+    """Flat metrics.json keys (and the per-block list) for one model; per-block keys are block means."""
+    shape = input_shape(row)
+    with unfused_attention(model):
+        c = count_complexity(model, shape, convention=row.eval.complexity)
+    out: dict[str, Any] = {
+        "params": c.params, "macs": fp_macs if fp_macs is not None else c.macs, "bops": c.bops, "flops": c.flops,
+        "ops": c.ops, "size_fp32_mib": c.size_fp32_mib, "size_mb": c.size_mb, "size_mib": c.size_mib,
+        "complexity_convention": c.convention, "blocks": c.blocks,
+    }
+    if c.blocks:
+        n = len(c.blocks)
+        for k in ("attn_bops", "attn_flops", "mlp_bops", "mlp_flops"):
+            out[k] = sum(b[k] for b in c.blocks) / n
+        out["block_ops"] = sum(b["attn_bops"] / 64 + b["attn_flops"] + b["mlp_bops"] / 64 + b["mlp_flops"]
+                               for b in c.blocks) / n
+    return out
+
+
+def profile_row(recipe: Recipe, row: Row, *, checkpoint: str | None = None, latency: bool = False,
+                device: torch.device | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Everything `bvbench profile` reports for one row."""
+    info = dataset_info(row.data.name)
+    model = converted_model(row, info.num_classes)
+    if checkpoint:
+        model.load_state_dict(load_state(checkpoint))
+    out = {"row": row.name, "label": row.label, "model": row.model.name, "method": row.method.name,
+           "input": list(input_shape(row)), **complexity_metrics(model, row, fp_macs(row, info.num_classes))}
+    if latency:
+        from bvbench.evaluate.latency import measure_latency
+
+        dev = device or torch.device("cpu")
+        out["latency"] = measure_latency(model.to(dev), input_shape(row), device=dev, threads=threads,
+                                         mode="fake-quantized" if row.method.name != "fp" else "fp32")
+        out["latency_ms"] = out["latency"][0]["median_ms"]
+    return out
