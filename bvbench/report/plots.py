@@ -25,6 +25,7 @@ from bvbench.results import atomic_write_bytes
 
 matplotlib.use("Agg")  # files only, never a window (pyplot resolves its backend lazily)
 logger = logging.getLogger(__name__)
+DPI = 110
 
 # Size metrics in preference order: the first one a paper column prints is what the size figure shows.
 SIZE_KEYS = ("size_mb", "size_mib", "size_fp32_mib")
@@ -78,12 +79,12 @@ class RecipeRuns:
         except Exception:  # an unregistered data set name: show it as written
             return self.recipe.data.name
 
-    def profiles(self) -> str:
-        shown = sorted({str(r.metrics.get("profile")) for r in self.runs})
-        return ", ".join(shown) if shown else (self.profile or "no runs")
-
     def subtitle(self) -> str:
-        return f"{self.data_display()}, profile {self.profiles()}"
+        shown = sorted({str(r.metrics.get("profile")) for r in self.runs})
+        if not shown:
+            which = f" of profile {self.profile}" if self.profile else ""
+            return f"{self.data_display()}, paper values only (no finished runs{which})"
+        return f"{self.data_display()}, profile {', '.join(shown)}"
 
 
 def finished_runs(recipe: Recipe, results: Path, profile: str | None = None) -> RecipeRuns:
@@ -156,7 +157,8 @@ def scatter_figure(points: list[Point], xlabel: str, title: str, order: list[str
     row; a dotted line joins a row's paper and measured points."""
     rows = list(dict.fromkeys(p.row for p in points))
     color = _colors(list(dict.fromkeys([*(order or []), *rows])))
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    big = len(points) > 12
+    fig, ax = plt.subplots(figsize=(12, 8.5) if big else (8.5, 5.8), dpi=DPI)
     for source, marker, face in (("paper", "s", "none"), ("ours", "o", None)):
         pts = [p for p in points if p.source == source]
         if not pts:
@@ -168,14 +170,10 @@ def scatter_figure(points: list[Point], xlabel: str, title: str, order: list[str
         pair = [p for p in points if p.row == row]
         if len(pair) == 2:
             ax.plot([q.cost for q in pair], [q.accuracy for q in pair], ":", color=color[row], lw=1, zorder=2)
-    for i, p in enumerate(points):
-        dy = 7 if i % 2 == 0 else -12  # alternate above/below so neighbouring labels collide less
-        ax.annotate(p.label, (p.cost, p.accuracy), textcoords="offset points", xytext=(6, dy), fontsize=8,
-                    color=color[p.row])
     ax.set_xscale("log")
     xs = [p.cost for p in points]
     lo, hi = min(xs), max(xs)
-    ax.set_xlim(lo / 2.5, hi * 2.5)  # room for the labels right of the points
+    ax.set_xlim(lo / 2.5, hi * 2.5)  # room for the labels around the points
     ys = [p.accuracy for p in points]
     pad = max(2.0, 0.08 * (max(ys) - min(ys)))
     ax.set_ylim(min(ys) - pad, max(ys) + pad)
@@ -183,11 +181,57 @@ def scatter_figure(points: list[Point], xlabel: str, title: str, order: list[str
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    handles = [Line2D([], [], marker="s", ls="", mfc="none", mec="gray", label="paper"),
-               Line2D([], [], marker="o", ls="", color="gray", label="ours (measured)")]
+    sources = {p.source for p in points}
+    handles = [h for src, h in (
+        ("paper", Line2D([], [], marker="s", ls="", mfc="none", mec="gray", label="paper")),
+        ("ours", Line2D([], [], marker="o", ls="", color="gray", label="ours (measured)"))) if src in sources]
     ax.legend(handles=handles, loc="best", fontsize=8)
     fig.tight_layout()
+    _place_labels(ax, points, color, fontsize=8 if len(points) <= 20 else 6.5)
     return fig
+
+
+def _place_labels(ax: Any, points: list[Point], color: dict[str, Any], fontsize: float) -> None:
+    """Label every point with its row label, greedily: the nearest of 8 directions x 5 distances where the text
+    overlaps no earlier label or marker and stays inside the axes; far labels get a thin leader line."""
+    from matplotlib.colors import to_rgb
+
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    taken = []
+    for p in points:  # the markers themselves are obstacles too
+        x, y = ax.transData.transform((p.cost, p.accuracy))
+        taken.append(matplotlib.transforms.Bbox([[x - 5, y - 5], [x + 5, y + 5]]))
+    dirs = [(1, 0.3, "left", "bottom"), (1, -0.3, "left", "top"), (-1, 0.3, "right", "bottom"),
+            (-1, -0.3, "right", "top"), (0, 1, "center", "bottom"), (0, -1, "center", "top"),
+            (1, 1, "left", "bottom"), (-1, -1, "right", "top")]
+    for p in points:
+        dark = tuple(0.7 * c for c in to_rgb(color[p.row]))
+        first = None
+        for r in (5, 12, 22, 34, 50):
+            for dx, dy, ha, va in dirs:
+                far = r >= 22
+                t = ax.annotate(p.label, (p.cost, p.accuracy), textcoords="offset points", xytext=(dx * r, dy * r),
+                                ha=ha, va=va, fontsize=fontsize, color=dark,
+                                arrowprops={"arrowstyle": "-", "color": dark, "lw": 0.5, "alpha": 0.6} if far else None)
+                bb = t.get_window_extent(renderer).expanded(1.04, 1.15)
+                ok = (bb.x0 >= inside.x0 and bb.x1 <= inside.x1 and bb.y0 >= inside.y0 and bb.y1 <= inside.y1
+                      and not any(bb.overlaps(o) for o in taken))
+                if ok:
+                    taken.append(bb)
+                    break
+                if first is None:
+                    first = (dx * r, dy * r, ha, va)
+                t.remove()
+            else:
+                continue
+            break
+        else:  # nowhere free: the closest place, overlapping
+            assert first is not None
+            ax.annotate(p.label, (p.cost, p.accuracy), textcoords="offset points", xytext=first[:2], ha=first[2],
+                        va=first[3], fontsize=fontsize, color=dark)
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
@@ -291,7 +335,7 @@ def confusion_figure(rr: RecipeRuns) -> Figure | None:
 
 def _save(fig: Figure, path: Path) -> Path:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=DPI)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path
