@@ -1,0 +1,505 @@
+"""Bit-packed model files: `export_run` writes a finished run's model with its binarized weights as packed bits
+(ternary weights as 2-bit codes, GSB's 8-bit LSQ patch embedding and heads as int8 codes), their fp32 scales and
+every other tensor as fp32; `load_packed` rebuilds the model from such a file, `evaluate_packed` re-evaluates it.
+
+File layout: one `torch.save`d dict of plain Python values and tensors (loads with ``weights_only=True``)::
+
+    {"manifest": {"format": "bvbench-packed", "version": 1, "recipe", "profile", "seed", "run_id",
+                  "row": <the run's Row as a dict>, "data_dir", "num_classes", "methods_version", "half",
+                  "entries": [{"name", "kind", "shape", "offset", "scale": {"kind", "shape", "offset"} | None,
+                               "dequantized": bool}, ...],
+                  "blobs": {kind: {"numel", "sha256"}}},
+     "blobs": {kind: 1-D tensor}}
+
+Every tensor of one storage kind lives in one flat blob (`offset` counts the blob's elements), because
+`torch.save` spends about 150-200 bytes of zip records per tensor, which on a small model would be larger than
+its packed weights. Kinds: ``bits1`` (uint8, 8 signs per byte, MSB first, +1 = bit set), ``bits2`` (uint8, four
+2-bit codes ``c + 1`` for c in {-1, 0, +1} per byte, MSB first), ``bits8`` (int8 LSQ codes), ``fp32``,
+``fp16`` (full-precision tensors with ``half=True``) and raw dtypes (``bool``, ``int64``: ``initialized`` buffers).
+
+Exactness: a quantized weight is stored as codes and the fp32 scale(s) its quantizer multiplied them by,
+both read off the quantizer's own fp32 output at export time (codes = its signs, scale = its magnitude, per
+tensor when one scale reproduces it, else per output channel); the export checks that ``codes * scale``
+equals that output bit for bit (up to the sign of zero) and otherwise stores the dequantized weight as fp32.
+Scales are always fp32 (fp16 scales would change the weights). On loading, each such layer's weight holds
+the dequantized value and its weight quantizer becomes `Dequantized` (identity, same ``precision``), so
+inference runs the very same ``F.linear`` on the very same weights without binarizing again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor, nn
+
+from bvbench.errors import BvbenchError
+from bvbench.quant.base import SCALE_MIN, Precision, Quantizer
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Dequantized",
+    "evaluate_packed",
+    "export_run",
+    "is_packed_file",
+    "load_packed",
+    "pack_bits",
+    "pack_ternary",
+    "unpack_bits",
+    "unpack_ternary",
+]
+
+FORMAT = "bvbench-packed"
+VERSION = 1
+PACKED_KINDS = ("bits1", "bits2", "bits8")
+_BLOB_DTYPES: dict[str, torch.dtype] = {
+    "bits1": torch.uint8,
+    "bits2": torch.uint8,
+    "bits8": torch.int8,
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+}
+_RAW_DTYPES: dict[str, torch.dtype] = {
+    "bool": torch.bool,
+    "uint8": torch.uint8,
+    "int8": torch.int8,
+    "int16": torch.int16,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "float64": torch.float64,
+    "bfloat16": torch.bfloat16,
+}
+
+
+class Dequantized(Quantizer):
+    """Weight quantizer of a loaded packed model: the layer's weight already holds the dequantized value, so
+    this returns it unchanged; `precision` is the original quantizer's (the complexity counter still sees it)."""
+
+    def __init__(self, precision: Precision) -> None:
+        super().__init__()
+        self.precision = precision
+
+    def forward(self, w: Tensor) -> Tensor:
+        return w
+
+
+# ------------------------------------------------------------------------------------------ bit packing
+
+
+def pack_bits(bits: Tensor) -> Tensor:
+    """Booleans (any shape) -> uint8, 8 per byte, first element in the most significant bit (numpy.packbits)."""
+    return torch.from_numpy(np.packbits(bits.detach().cpu().reshape(-1).numpy().astype(np.bool_)))
+
+
+def unpack_bits(packed: Tensor, count: int) -> Tensor:
+    """Inverse of `pack_bits`: the first `count` booleans (flat)."""
+    return torch.from_numpy(np.unpackbits(packed.numpy(), count=count).astype(np.bool_))
+
+
+_SHIFTS2 = torch.tensor([6, 4, 2, 0], dtype=torch.uint8)
+
+
+def pack_ternary(codes: Tensor) -> Tensor:
+    """Codes in {-1, 0, +1} (any shape) -> uint8 holding four 2-bit values `c + 1` per byte, MSB first."""
+    c = (codes.detach().cpu().reshape(-1).to(torch.int16) + 1).to(torch.uint8)
+    pad = (-c.numel()) % 4
+    if pad:
+        c = torch.cat([c, c.new_ones(pad)])  # pad with code 0 (stored as 1)
+    c = c.view(-1, 4) << _SHIFTS2
+    return c[:, 0] | c[:, 1] | c[:, 2] | c[:, 3]
+
+
+def unpack_ternary(packed: Tensor, count: int) -> Tensor:
+    """Inverse of `pack_ternary`: the first `count` codes as int8 in {-1, 0, +1}; ValueError on the unused
+    2-bit value 3 (a corrupt file)."""
+    c = ((packed.view(-1, 1) >> _SHIFTS2) & 3).reshape(-1)[:count]
+    if bool((c == 3).any()):
+        raise ValueError("invalid 2-bit ternary code")
+    return c.to(torch.int8) - 1
+
+
+# ------------------------------------------------------------------------------------------ weights
+
+
+def _lsq_step(q: nn.Module, w: Tensor) -> Tensor:
+    """The step size an `LSQ` weight quantizer multiplies its codes by in forward (same fp32 operations)."""
+    g = 1.0 / (w.numel() * q.qp) ** 0.5  # type: ignore[operator]
+    s = q.scale.detach().clamp_min(SCALE_MIN)  # type: ignore[union-attr]
+    s = (s - s * g) + s * g
+    return q._shaped(s, w)  # type: ignore[operator]
+
+
+def _scale_candidates(mag: Tensor) -> Iterator[Tensor]:
+    """One scale for the tensor, then one per output channel (shape [out, 1, ...])."""
+    yield mag.amax().reshape(())
+    if mag.dim() > 1:
+        yield mag.flatten(1).amax(dim=1).view(-1, *([1] * (mag.dim() - 1)))
+
+
+def split_weight(quantizer: nn.Module, weight: Tensor) -> tuple[str, Tensor, Tensor] | None:
+    """(kind, codes, fp32 scale) with `codes * scale` equal to `quantizer(weight)`, or None when that output
+    is not representable that way (the caller then stores it dequantized). `codes`: bool for ``bits1``
+    (True = +1), int8 in {-1, 0, 1} for ``bits2``, int8 for ``bits8`` (LSQ)."""
+    from bvbench.methods.quantizers import LSQ
+
+    with torch.no_grad():
+        wq = quantizer(weight.detach()).float()
+        bits = getattr(getattr(quantizer, "precision", None), "weight_bits", 32)
+        if isinstance(quantizer, LSQ):
+            step = _lsq_step(quantizer, weight.detach())
+            codes = torch.round(wq / step)
+            if bool((codes < -128).any() or (codes > 127).any()):
+                return None
+            if torch.equal(codes * step, wq):
+                return "bits8", codes.to(torch.int8), step.float().contiguous()
+            return None
+        if bits == 1:
+            positive = ~torch.signbit(wq)
+            for s in _scale_candidates(wq.abs()):
+                if torch.equal(torch.where(positive, s, -s), wq):
+                    return "bits1", positive, s.contiguous()
+        elif bits == 2:
+            codes = torch.sign(wq)
+            for s in _scale_candidates(wq.abs()):
+                if torch.equal(codes * s, wq):
+                    return "bits2", codes.to(torch.int8), s.contiguous()
+    return None
+
+
+def _dequantize(kind: str, codes: Tensor, scale: Tensor) -> Tensor:
+    if kind == "bits1":
+        return torch.where(codes, scale, -scale)
+    return codes.to(torch.float32) * scale
+
+
+def _weight_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules whose forward quantizes their own `weight` (QLinear, QConv2d) with a weight quantizer."""
+    return [
+        (n, m)
+        for n, m in model.named_modules()
+        if getattr(m, "weight_quant", None) is not None and isinstance(getattr(m, "weight", None), Tensor)
+    ]
+
+
+# ------------------------------------------------------------------------------------------ blobs
+
+
+class _Blobs:
+    """Flat per-kind storage: `add` appends a flat tensor and returns its offset (in elements)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[Tensor]] = {}
+        self.sizes: dict[str, int] = {}
+
+    def add(self, kind: str, flat: Tensor) -> int:
+        offset = self.sizes.get(kind, 0)
+        self.parts.setdefault(kind, []).append(flat.reshape(-1))
+        self.sizes[kind] = offset + flat.numel()
+        return offset
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {k: torch.cat(v).contiguous() for k, v in self.parts.items()}
+
+
+def _sha256(t: Tensor) -> str:
+    return hashlib.sha256(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _plain_kind(t: Tensor, half: bool) -> str:
+    if t.dtype == torch.float32:
+        return "fp16" if half else "fp32"
+    name = str(t.dtype).removeprefix("torch.")
+    if name not in _RAW_DTYPES:
+        raise BvbenchError(f"cannot export a tensor of dtype {name}")
+    return name
+
+
+# ------------------------------------------------------------------------------------------ export
+
+
+def _num_classes(row: Any, state: dict[str, Tensor]) -> int:
+    """The class count the run's model was built with, read off its checkpoint (no data set needed)."""
+    from bvbench.models import build_model
+
+    if row.model.num_classes:
+        return int(row.model.num_classes)
+    with torch.device("meta"):  # shapes only: no memory, no weight initialisation work
+        probe = build_model(row.model.model_copy(update={"pretrained": False, "checkpoint": None}), 2)
+    for name, t in probe.state_dict().items():
+        saved = state.get(name)
+        if (
+            saved is not None
+            and t.dim() >= 1
+            and t.shape[0] == 2
+            and saved.dim() == t.dim()
+            and saved.shape[0] != 2
+            and saved.shape[1:] == t.shape[1:]
+        ):
+            return int(saved.shape[0])
+    return 2
+
+
+def _read_run(run_dir: str | Path) -> tuple[dict[str, Any], Any, Path]:
+    from bvbench.recipes import Row
+
+    path = Path(run_dir)
+    cfg_path, ckpt = path / "config.yaml", path / "checkpoint.pt"
+    if not cfg_path.is_file():
+        raise BvbenchError(f"{run_dir} is not a bvbench run folder (no config.yaml)")
+    if not ckpt.is_file():
+        raise BvbenchError(f"{run_dir} has no checkpoint.pt (was the run finished?)")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    if not isinstance(cfg, dict) or "row" not in cfg:
+        raise BvbenchError(f"{cfg_path} has no `row:` (not a bvbench run configuration)")
+    return cfg, Row.model_validate(cfg["row"]), ckpt
+
+
+def export_run(run_dir: str | Path, out_file: str | Path, *, half: bool = False) -> dict[str, Any]:
+    """Write the finished run in `run_dir` as a packed model file `out_file`; returns the sizes.
+
+    `half=True` stores the full-precision tensors (not the scales) as fp16: smaller, but predictions are then
+    no longer guaranteed identical. Returns ``file_bytes`` (the packed file), ``theoretical_bytes`` /
+    ``theoretical_mb`` (`theoretical_size` of the run's model), ``checkpoint_bytes`` (its fp32 checkpoint.pt),
+    ``packed_layers`` and ``dequantized_layers`` (quantized weights stored as fp32 because codes * scale
+    could not reproduce them exactly).
+    """
+    from bvbench.evaluate.complexity import theoretical_size
+    from bvbench.models import load_state
+    from bvbench.results import atomic_torch_save, now
+    from bvbench.runner import methods_version, rebuild_model
+
+    cfg, row, ckpt = _read_run(run_dir)
+    num_classes = _num_classes(row, load_state(ckpt))
+    model = rebuild_model(row, num_classes, ckpt).eval()
+    blobs = _Blobs()
+    entries: list[dict[str, Any]] = []
+    skip: set[str] = set()
+    packed, dequantized = [], []
+    for name, module in _weight_modules(model):
+        prefix = f"{name}." if name else ""
+        skip.update(f"{prefix}weight_quant.{k}" for k in module.weight_quant.state_dict())  # type: ignore[union-attr]
+        skip.add(f"{prefix}weight")
+        weight: Tensor = module.weight  # type: ignore[assignment]
+        split = split_weight(module.weight_quant, weight)  # type: ignore[arg-type]
+        entry: dict[str, Any] = {"name": f"{prefix}weight", "shape": list(weight.shape), "dequantized": True}
+        if split is None:
+            with torch.no_grad():
+                wq = module.weight_quant(weight.detach()).float()  # type: ignore[misc]
+            entry.update(kind="fp32", offset=blobs.add("fp32", wq), scale=None)
+            dequantized.append(name)
+        else:
+            kind, codes, scale = split
+            data = pack_bits(codes) if kind == "bits1" else pack_ternary(codes) if kind == "bits2" else codes
+            entry.update(
+                kind=kind,
+                offset=blobs.add(kind, data),
+                scale={"kind": "fp32", "shape": list(scale.shape), "offset": blobs.add("fp32", scale)},
+            )
+            packed.append(name)
+        entries.append(entry)
+    for key, t in model.state_dict().items():
+        if key in skip:
+            continue
+        kind = _plain_kind(t, half)
+        stored = t.detach().cpu().to(_BLOB_DTYPES.get(kind) or _RAW_DTYPES[kind])
+        entries.append(
+            {
+                "name": key,
+                "kind": kind,
+                "shape": list(t.shape),
+                "offset": blobs.add(kind, stored),
+                "scale": None,
+                "dequantized": False,
+            }
+        )
+    tensors = blobs.tensors()
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": now(),
+        "recipe": cfg.get("recipe"),
+        "profile": cfg.get("profile"),
+        "seed": cfg.get("seed"),
+        "run_id": cfg.get("run_id", Path(run_dir).name),
+        "data_dir": cfg.get("data_dir"),
+        "row": row.model_dump(mode="json"),
+        "num_classes": num_classes,
+        "methods_version": methods_version(),
+        "half": half,
+        "entries": entries,
+        "blobs": {k: {"numel": v.numel(), "sha256": _sha256(v)} for k, v in tensors.items()},
+    }
+    out = Path(out_file)
+    try:
+        atomic_torch_save({"manifest": manifest, "blobs": tensors}, out)
+    except OSError as e:
+        raise BvbenchError(f"cannot write {out}: {e.strerror}") from None
+    theo = theoretical_size(model)
+    file_bytes = out.stat().st_size
+    return {
+        "file": str(out),
+        "run": str(run_dir),
+        "file_bytes": file_bytes,
+        "theoretical_bytes": theo["bytes"],
+        "theoretical_mb": theo["mb"],
+        "checkpoint_bytes": ckpt.stat().st_size,
+        "file_vs_theoretical": file_bytes / theo["bytes"] if theo["bytes"] else math.nan,
+        "packed_layers": len(packed),
+        "dequantized_layers": dequantized,
+        "half": half,
+    }
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise BvbenchError(f"packed model file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign file
+        raise BvbenchError(
+            f"{path} is corrupt or not a bvbench packed model file ({type(e).__name__})"
+        ) from None
+    manifest = obj.get("manifest") if isinstance(obj, dict) else None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BvbenchError(
+            f"{path} is not a bvbench packed model file (no {FORMAT!r} manifest); "
+            "write one with `bvbench export RUN_DIR --out FILE`"
+        )
+    if not isinstance(manifest.get("version"), int) or manifest["version"] > VERSION:
+        raise BvbenchError(
+            f"{path} is packed format version {manifest.get('version')!r}; this bvbench reads "
+            f"versions up to {VERSION} (upgrade bvbench)"
+        )
+    return obj
+
+
+def is_packed_file(path: str | Path) -> bool:
+    """True for a file (not a run folder) that `load_packed` should read."""
+    return Path(path).is_file()
+
+
+def _slice(blobs: dict[str, Tensor], kind: str, offset: int, count: int) -> Tensor:
+    blob = blobs[kind]
+    if not (isinstance(offset, int) and 0 <= offset and offset + count <= blob.numel()):
+        raise ValueError(f"{kind} slice [{offset}, {offset} + {count}) is outside its blob of {blob.numel()}")
+    return blob[offset : offset + count]
+
+
+def _decode(entry: dict[str, Any], blobs: dict[str, Tensor]) -> Tensor:
+    """The fp32 (or raw-dtype) tensor an entry describes."""
+    kind, shape, offset = entry["kind"], [int(d) for d in entry["shape"]], entry["offset"]
+    n = math.prod(shape)
+    if kind in PACKED_KINDS:
+        sc = entry["scale"]
+        sshape = [int(d) for d in sc["shape"]]
+        scale = _slice(blobs, "fp32", sc["offset"], math.prod(sshape)).reshape(sshape)
+        if kind == "bits1":
+            codes: Tensor = unpack_bits(_slice(blobs, kind, offset, (n + 7) // 8), n).reshape(shape)
+        elif kind == "bits2":
+            codes = unpack_ternary(_slice(blobs, kind, offset, (n + 3) // 4), n).reshape(shape)
+        else:
+            codes = _slice(blobs, kind, offset, n).reshape(shape)
+        return _dequantize(kind, codes, scale)
+    if kind in ("fp32", "fp16"):
+        return _slice(blobs, kind, offset, n).reshape(shape).float()
+    if kind in _RAW_DTYPES:
+        return _slice(blobs, kind, offset, n).reshape(shape)
+    raise ValueError(f"unknown storage kind {kind!r}")
+
+
+def load_packed(file: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The model stored in a packed file (eval mode, on the CPU) and the file's manifest.
+
+    Rebuilds the row's model (random init, every stage's method applied), makes each packed layer's weight
+    quantizer `Dequantized` and loads the unpacked weights; any inconsistency is a BvbenchError."""
+    from bvbench import methods
+    from bvbench.models import build_model
+    from bvbench.recipes import Row
+
+    path = Path(file)
+    obj = _read_file(path)
+    manifest, blobs = obj["manifest"], obj.get("blobs")
+
+    def corrupt(detail: str) -> BvbenchError:
+        return BvbenchError(f"packed model file {path} is corrupt: {detail}")
+
+    try:
+        if not isinstance(blobs, dict) or set(blobs) != set(manifest["blobs"]):
+            raise corrupt("its tensor blobs do not match the manifest")
+        for kind, info in manifest["blobs"].items():
+            t = blobs[kind]
+            want = _BLOB_DTYPES.get(kind) or _RAW_DTYPES.get(kind)
+            if (
+                not isinstance(t, Tensor)
+                or t.dtype != want
+                or t.numel() != info["numel"]
+                or _sha256(t) != info["sha256"]
+            ):
+                raise corrupt(f"the {kind} blob fails its checksum")
+        row = Row.model_validate(manifest["row"])
+        num_classes = int(manifest["num_classes"])
+        entries = manifest["entries"]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise corrupt(f"bad manifest ({type(e).__name__}: {e})") from None
+
+    model = build_model(row.model.model_copy(update={"pretrained": False, "checkpoint": None}), num_classes)
+    for stage in row.resolved_stages():
+        assert stage.method is not None
+        methods.apply(model, stage.method)
+    state: dict[str, Tensor] = {}
+    try:
+        for entry in entries:
+            name = entry["name"]
+            if entry.get("dequantized"):
+                owner = model.get_submodule(name.rpartition(".")[0])
+                wq = getattr(owner, "weight_quant", None)
+                if wq is None:
+                    raise ValueError(f"{name} is stored quantized but its layer has no weight quantizer")
+                owner.weight_quant = Dequantized(getattr(wq, "precision", Precision()))
+            state[name] = _decode(entry, blobs)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise corrupt(f"{type(e).__name__}: {e}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise corrupt(f"its tensors do not fit row {row.name!r}: {str(e).splitlines()[0]}") from None
+    return model.eval(), manifest
+
+
+def evaluate_packed(file: str | Path, data_dir: str | None = None, device: str = "auto") -> dict[str, Any]:
+    """Evaluate a packed model file on its run's test split (`bvbench eval FILE`), like `evaluate_run`."""
+    from torch.utils.data import DataLoader
+
+    from bvbench.data import build_dataset, data_root
+    from bvbench.evaluate.metrics import classification_metrics, predict
+    from bvbench.recipes import Row
+    from bvbench.runner import pick_device
+
+    model, manifest = load_packed(file)
+    row = Row.model_validate(manifest["row"])
+    dev = pick_device(device)
+    ds, info = build_dataset(row.data, data_root(data_dir or manifest.get("data_dir")), "test")
+    if info.num_classes != manifest["num_classes"]:
+        raise BvbenchError(
+            f"{file} predicts {manifest['num_classes']} classes but {info.display} has {info.num_classes}"
+        )
+    loader = DataLoader(ds, batch_size=row.eval.batch_size, shuffle=False, num_workers=row.data.num_workers)
+    logits, targets = predict(model.to(dev), loader, dev)
+    metrics, _ = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
+    return {
+        "file": str(file),
+        "run": manifest.get("run_id"),
+        "data": info.display,
+        "file_bytes": Path(file).stat().st_size,
+        **metrics,
+    }
