@@ -236,6 +236,48 @@ def profile(
         console.print(f"[dim]not profiled (reference rows or methods not implemented): {', '.join(skipped)}[/]")
 
 
+@app.command()
+def plot(
+    recipe: Annotated[str, typer.Argument(help="recipe name or YAML path")],
+    results: Annotated[str, typer.Option(help="results folder")] = "results",
+    profile: Annotated[str | None, typer.Option(help="only runs of this profile")] = None,
+) -> None:
+    """Figures next to the tables: accuracy vs OPs and vs size, training curves, confusion matrices."""
+    from bvbench.recipes import load_recipe
+    from bvbench.report.plots import plot_recipe
+
+    rec = load_recipe(recipe)
+    res = Path(results)
+    if not (res / rec.name).is_dir():
+        raise BvbenchError(f"no results for {rec.name} in {res}/ yet; run it first (bvbench run {recipe})")
+    files = plot_recipe(rec, res, profile, log=lambda msg: err.print(f"[yellow]{escape(msg)}[/]"))
+    for f in files:
+        console.print(f"wrote {escape(str(f))}")
+
+
+class AttentionMethod(str, Enum):
+    rollout = "rollout"
+    last = "last"
+
+
+@app.command()
+def attention(
+    run_dir: Annotated[list[str], typer.Argument(help="finished run folders results/<recipe>/<row>/<run-id>")],
+    images: Annotated[int, typer.Option(help="how many test images (the first N of the test split)")],
+    method: Annotated[AttentionMethod, typer.Option(help="rollout (Abnar & Zuidema 2020) or last "
+                                                         "(last layer's class-token attention)")] = AttentionMethod.rollout,
+    out: Annotated[str | None, typer.Option(help="PNG to write (default: results/<recipe>/attention_<method>.png)")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="data root (default: the one the run used)")] = None,
+) -> None:
+    """Attention maps of runs side by side on the same test images (original + one column per run)."""
+    from bvbench.report.attention import attention_figure, default_out
+
+    dirs = [Path(d) for d in run_dir]
+    path = Path(out) if out else default_out(dirs, method.value)
+    attention_figure(dirs, images, path, data_dir=data_dir, method=method.value)
+    console.print(f"wrote {escape(str(path))}")
+
+
 @app.command("eval")
 def eval_cmd(
     run_dir: Annotated[str, typer.Argument(help="a finished run folder results/<recipe>/<row>/<run-id>")],
@@ -260,15 +302,26 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
+    except Exception as e:  # usage errors from click/typer: their own short message, exit 2
+        code = _usage_error(e)
+        if code is None:
+            raise
+        sys.exit(code)
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+
+def _usage_error(e: Exception) -> int | None:
+    """Show a click/typer usage error and return its exit code; None when `e` is not one."""
+    import click
+    import typer.exceptions
+
+    if isinstance(e, click.exceptions.Abort | typer.exceptions.Abort):
+        return 130
+    if isinstance(e, click.exceptions.Exit | typer.exceptions.Exit):
+        return int(getattr(e, "exit_code", 0) or 0)
+    if isinstance(e, click.exceptions.ClickException | typer.exceptions.TyperException) and hasattr(e, "show"):
+        e.show()
+        return 2
+    return None
 
 
 if __name__ == "__main__":

@@ -90,3 +90,10 @@ def test_validate_all_shipped_recipes(cli) -> None:
     code, out, err = cli("validate", "--all")
     assert code == 0, err
     assert "quickstart" in out
+
+
+def test_usage_errors_are_short(cli) -> None:
+    code, out, err = cli("show")
+    assert code == 2 and "Missing argument" in err and "Traceback" not in out + err
+    code, out, err = cli("table", "--format")
+    assert code == 2 and "requires an argument" in err
