@@ -6,6 +6,7 @@ File layout: one `torch.save`d dict of plain Python values and tensors (loads wi
 
     {"manifest": {"format": "bvbench-packed", "version": 1, "recipe", "profile", "seed", "run_id",
                   "row": <the run's Row as a dict>, "data_dir", "num_classes", "methods_version", "half",
+                  "sizes": {"theoretical_bytes", "checkpoint_bytes"},
                   "entries": [{"name", "kind", "shape", "offset", "scale": {"kind", "shape", "offset"} | None,
                                "dequantized": bool}, ...],
                   "blobs": {kind: {"numel", "sha256"}}},
@@ -320,6 +321,7 @@ def export_run(run_dir: str | Path, out_file: str | Path, *, half: bool = False)
             }
         )
     tensors = blobs.tensors()
+    theo = theoretical_size(model)
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -333,6 +335,7 @@ def export_run(run_dir: str | Path, out_file: str | Path, *, half: bool = False)
         "num_classes": num_classes,
         "methods_version": methods_version(),
         "half": half,
+        "sizes": {"theoretical_bytes": theo["bytes"], "checkpoint_bytes": ckpt.stat().st_size},
         "entries": entries,
         "blobs": {k: {"numel": v.numel(), "sha256": _sha256(v)} for k, v in tensors.items()},
     }
@@ -341,7 +344,6 @@ def export_run(run_dir: str | Path, out_file: str | Path, *, half: bool = False)
         atomic_torch_save({"manifest": manifest, "blobs": tensors}, out)
     except OSError as e:
         raise BvbenchError(f"cannot write {out}: {e.strerror}") from None
-    theo = theoretical_size(model)
     file_bytes = out.stat().st_size
     return {
         "file": str(out),
@@ -501,5 +503,6 @@ def evaluate_packed(file: str | Path, data_dir: str | None = None, device: str =
         "run": manifest.get("run_id"),
         "data": info.display,
         "file_bytes": Path(file).stat().st_size,
+        **manifest.get("sizes", {}),
         **metrics,
     }

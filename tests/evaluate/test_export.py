@@ -118,6 +118,23 @@ def test_evaluate_packed_matches_the_run_metrics(
     metrics = json.loads((runs["binary"] / "metrics.json").read_text())
     assert res["top1"] == metrics["top1"] and res["f1"] == metrics["f1"]
     assert res["file_bytes"] == out.stat().st_size
+    assert res["theoretical_bytes"] == exported["binary"][1]["theoretical_bytes"]
+    assert res["checkpoint_bytes"] == (runs["binary"] / "checkpoint.pt").stat().st_size
+
+
+def test_weights_codes_cannot_reproduce_are_stored_dequantized_and_stay_exact(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bvbench.evaluate.export as export
+
+    monkeypatch.setattr(export, "split_weight", lambda quantizer, weight: None)
+    sizes = export_run(runs["binary"], tmp_path / "fp.pt")
+    assert sizes["packed_layers"] == 0 and len(sizes["dequantized_layers"]) == 8
+    assert sizes["file_bytes"] > 1.5 * sizes["theoretical_bytes"]  # exactness wins over size
+    model, _ = load_packed(tmp_path / "fp.pt")
+    cfg = yaml.safe_load((runs["binary"] / "config.yaml").read_text())
+    original = rebuild_model(Row.model_validate(cfg["row"]), 10, runs["binary"] / "checkpoint.pt")
+    assert torch.equal(_test_predictions(model, runs["binary"]), _test_predictions(original, runs["binary"]))
 
 
 def test_half_precision_export_is_smaller_and_loads(
