@@ -280,16 +280,40 @@ def attention(
 
 @app.command("eval")
 def eval_cmd(
-    run_dir: Annotated[str, typer.Argument(help="a finished run folder results/<recipe>/<row>/<run-id>")],
+    run_dir: Annotated[str, typer.Argument(help="a finished run folder results/<recipe>/<row>/<run-id>, or a "
+                                                "packed model file written by `bvbench export`")],
     data_dir: Annotated[str | None, typer.Option(help="data root")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
 ) -> None:
-    """Re-evaluate a finished run from its checkpoint."""
+    """Re-evaluate a finished run from its checkpoint, or a packed model file."""
     import json
 
+    if Path(run_dir).is_file():
+        from bvbench.evaluate.export import evaluate_packed
+
+        print(json.dumps(evaluate_packed(run_dir, data_dir, device), indent=2))
+        return
     from bvbench.runner import evaluate_run
 
     print(json.dumps(evaluate_run(run_dir, data_dir, device), indent=2))
+
+
+@app.command()
+def export(
+    run_dir: Annotated[str, typer.Argument(help="a finished run folder results/<recipe>/<row>/<run-id>")],
+    out: Annotated[str, typer.Option("--out", "-o", help="packed model file to write")],
+    half: Annotated[bool, typer.Option("--half", help="full-precision tensors as fp16 (smaller, not exact)")] = False,
+) -> None:
+    """Write a run's model as a bit-packed file (1-bit signs, 2-bit ternary codes, scales, manifest)."""
+    from bvbench.evaluate.export import export_run
+
+    s = export_run(run_dir, out, half=half)
+    console.print(f"wrote {escape(s['file'])}: {s['file_bytes'] / 1e6:.3f} MB packed, theoretical "
+                  f"{s['theoretical_mb']:.3f} MB ({s['file_vs_theoretical']:.3f}x), fp32 checkpoint "
+                  f"{s['checkpoint_bytes'] / 1e6:.3f} MB; {s['packed_layers']} quantized layers packed")
+    if s["dequantized_layers"]:
+        console.print(f"[yellow]stored as fp32 (codes x scale could not reproduce them exactly): "
+                      f"{escape(', '.join(s['dequantized_layers']))}[/]")
 
 
 def main(argv: list[str] | None = None) -> None:
