@@ -168,6 +168,13 @@ class Runner:
             src = self.recipe.row(row.init_from)
             state = self.load_trained(src, num_classes).state_dict()
             own = model.state_dict()
+            if any(k not in own for k in state):
+                # A quantized source: convert first so its learned quantizer parameters (scales, offsets,
+                # `initialized` flags) carry over; the trainer's own apply of this stage is then a no-op.
+                first = row.resolved_stages()[0].method
+                assert first is not None
+                methods.apply(model, first)
+                own = model.state_dict()
             fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
             if len(fit) < len(own) // 2:
                 raise BvbenchError(f"row {row.name!r}: init_from {src.name!r} does not fit its model "

@@ -63,3 +63,24 @@ def test_missing_data_is_one_line_exit_2(cli) -> None:
     code, out, err = cli("run", "quickstart", "--set", "data.name=cifar100", "--data-dir", "/nonexistent")
     assert code == 2
     assert "CIFAR-100" in err and "--download" in err and "Traceback" not in err + out
+
+
+def test_init_from_a_binarized_row_keeps_its_quantizer_parameters(cli, tiny_recipe: Path, tmp_path: Path) -> None:
+    """A row re-evaluated from another (init_from, 0 epochs) reproduces it: learned scales carry over."""
+    text = tiny_recipe.read_text().replace("  - name: other", """  - name: binary
+    label: Binary
+    method: {name: gsb}
+  - name: again
+    label: Binary, printed again
+    method: {name: gsb}
+    init_from: binary
+    train: {epochs: 0}
+  - name: other""")
+    tiny_recipe.write_text(text)
+    out = tmp_path / "res"
+    code, _, err = cli("run", str(tiny_recipe), "--out", str(out), "--device", "cpu", "--rows", "again")
+    assert code == 0, err
+    a = json.loads(next((out / "tiny" / "binary").iterdir()).joinpath("metrics.json").read_text())
+    b = json.loads(next((out / "tiny" / "again").iterdir()).joinpath("metrics.json").read_text())
+    assert b["epochs"] == 0
+    assert (a["top1"], a["test_loss"]) == (b["top1"], b["test_loss"])

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from bvbench.errors import BvbenchError
 from bvbench.methods.base import register_method
 from bvbench.methods.convert import AttnPart, LinearPart, Plan, Q, apply_plan
 from bvbench.methods.quantizers import LSQ, HeadElastic, XnorAct
@@ -31,8 +32,8 @@ from bvbench.quant import (
     TernaryWeight,
 )
 
-BitsMLP = Literal["1/1", "1/32", "32/32"]
-BitsAttn = Literal["1/1", "32/32"]
+BitsMLP = Literal["1/1", "1/32", "32/1", "32/32"]  # W/A; "32/1": binary inputs, real weights (TS stage 1)
+BitsAttn = Literal["1/1", "32/1", "32/32"]
 
 
 class Options(BaseModel):
@@ -136,15 +137,17 @@ def _bivit_family(o: BiBERTOptions, sab: bool, ls_attn: bool, ls_mlp: bool, beta
         return Q(SignWeight, per_channel=True, ste="clipped")
 
     plan = Plan()
-    if o.attn_bits == "1/1":
+    if o.attn_bits != "32/32":  # "32/1" (traditional two-stage, stage 1): binary activations, real weights
+        w_attn = weight(ls_attn) if o.attn_bits == "1/1" else None
         for p in ("qkv", "proj"):
-            plan.linears[p] = LinearPart(weight(ls_attn), Q(SignAct))
+            plan.linears[p] = LinearPart(w_attn, Q(SignAct))
         a = Q(SoftmaxAwareBinarizer, beta=beta) if sab else Q(BiBERTAttention)
         plan.attention = AttnPart(q=Q(SignAct), k=Q(SignAct), v=Q(SignAct), attn=a, attn_on="scores")
     if o.mlp_bits != "32/32":
-        act = Q(SignAct) if o.mlp_bits == "1/1" else None
+        act = Q(SignAct) if o.mlp_bits in ("1/1", "32/1") else None
+        w_mlp = weight(ls_mlp) if o.mlp_bits != "32/1" else None
         for p in ("fc1", "fc2"):
-            plan.linears[p] = LinearPart(weight(ls_mlp), act)
+            plan.linears[p] = LinearPart(w_mlp, act)
     return plan
 
 
@@ -169,6 +172,8 @@ def bit(model: nn.Module, o: BiBERTOptions) -> Plan:
     """BiT as BiViT's baseline: weights mean|W| sign(W) per tensor; elastic activations alpha sign(x - b)
     (learnable alpha, b) at qkv/proj/fc1 inputs and for q, k, V; alpha clip(round((x - b)/alpha), 0, 1) for the
     non-negative fc2 input (type-A) and the softmax map."""
+    if "32/1" in (o.attn_bits, o.mlp_bits):
+        raise BvbenchError("method 'bit': bits '32/1' (real weights, binary inputs) exist for bibert and bivit only")
     w = Q(SignWeight, center=False, ste="clipped")
     plan = Plan()
     if o.attn_bits == "1/1":

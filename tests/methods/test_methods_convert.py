@@ -210,3 +210,17 @@ def test_bitnet_keeps_pretrained_weight_and_bias_in_the_product() -> None:
     gamma = xn.abs().max()
     xq = (xn * 128 / gamma).round().clamp(-128, 127) * gamma / 128
     torch.testing.assert_close(fc(x), xq @ wq.T + fc.bias.detach())
+
+
+def test_bivit_32_1_binarizes_inputs_but_keeps_real_weights() -> None:
+    """BiViT Table 4's traditional two-stage scheme, stage 1: binary activations, real-valued weights."""
+    model = deit()
+    w = model.blocks[0].attn.qkv.weight.detach().clone()
+    methods.apply(model, MethodSpec(name="bivit", attn_bits="32/1", mlp_bits="32/1"))
+    for lin in (model.blocks[0].attn.qkv, model.blocks[0].mlp.fc1):
+        assert isinstance(lin, QLinear) and lin.weight_quant is None and lin.act_quant is not None
+        assert lin.precision == Precision(32, 1)
+    assert torch.equal(model.blocks[0].attn.qkv.weight, w)
+    _run(model)
+    with pytest.raises(BvbenchError, match="bibert and bivit only"):
+        methods.apply(deit(), MethodSpec(name="bit", attn_bits="32/1"))
