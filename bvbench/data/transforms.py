@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from PIL import Image
@@ -53,7 +55,7 @@ def train_transform(info: DatasetInfo, size: int, augment: AugmentConfig) -> Cal
             "img_mean": tuple(round(255 * m) for m in info.mean),
         }
         try:
-            ops.append(rand_augment_transform(augment.randaugment, hparams))
+            ops.append(_posterize_keeps_one_bit(rand_augment_transform(augment.randaugment, hparams)))
         except (AssertionError, KeyError, ValueError, IndexError) as e:
             raise BvbenchError(
                 f"train.augment.randaugment {augment.randaugment!r} is not a valid timm RandAugment string "
@@ -68,3 +70,18 @@ def train_transform(info: DatasetInfo, size: int, augment: AugmentConfig) -> Cal
 
         ops.append(RandomErasing(probability=augment.random_erasing, mode="pixel", max_count=1, device="cpu"))
     return T.Compose(ops)
+
+
+def _posterize_keeps_one_bit(ra: Any) -> Any:
+    """timm's increasing Posterize maps magnitude 10 to 0 kept bits, which Pillow >= 11 rejects with a ValueError
+    (older Pillow returned a black image). With magnitude noise (mstd) that draw happens a few times per epoch
+    and would kill a run; keep at least 1 bit, the strongest posterize Pillow accepts."""
+    for op in getattr(ra, "ops", []):
+        if "Posterize" in getattr(op, "name", "") and op.level_fn is not None:
+            op.level_fn = functools.partial(_at_least_one_bit, op.level_fn)
+    return ra
+
+
+def _at_least_one_bit(level_fn: Any, magnitude: float, hparams: Any) -> tuple[int, ...]:
+    bits, *rest = level_fn(magnitude, hparams)
+    return (max(1, int(bits)), *rest)

@@ -172,3 +172,21 @@ def test_bad_randaugment_string() -> None:
 def test_bad_split() -> None:
     with pytest.raises(ValueError):
         build_dataset(DataConfig(name="fake"), NOWHERE, "val")  # type: ignore[arg-type]
+
+
+def test_randaugment_posterize_at_full_magnitude_keeps_an_image() -> None:
+    """timm's increasing Posterize at magnitude 10 asks Pillow for 0 bits (a ValueError in Pillow >= 11);
+    bvbench keeps 1 bit, so a noisy magnitude draw of 10 cannot kill a training run."""
+    import random
+
+    from PIL import Image
+
+    aug = AugmentConfig(randaugment="rand-m10-n1-inc1")
+    ds, _ = build_dataset(DataConfig(name="fake"), NOWHERE, "train", augment=aug)
+    ra = ds.transform.transforms[2]
+    post = next(op for op in ra.ops if op.name == "PosterizeIncreasing")
+    post.prob = 1.0
+    img = Image.new("RGB", (32, 32), (200, 120, 40))
+    random.seed(0)
+    out = post(img)
+    assert out.getpixel((0, 0)) == (128, 0, 0)  # 1 most significant bit kept per channel
