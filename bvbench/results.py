@@ -155,3 +155,49 @@ def find_runs(results: Path, recipe: str, row: str | None = None, finished: bool
     if finished:
         runs = [r for r in runs if r.done]
     return sorted(runs, key=lambda r: (r.path / "config.yaml").stat().st_mtime)
+
+
+def find_identical_run(results: Path, run_id: str, exclude: Path | None = None) -> RunDir | None:
+    """A finished run with this run id anywhere under `results` (any recipe, any row): run ids hash the whole
+    resolved configuration, so such a run is the same experiment."""
+    for p in sorted(results.glob(f"*/*/{run_id}")):
+        if p != exclude and RunDir(p).done:
+            return RunDir(p)
+    return None
+
+
+def adopt_run(src: RunDir, dst: Path, record: dict[str, Any], config: dict[str, Any]) -> RunDir:
+    """Make `dst` a finished copy of `src` (the checkpoint hard-linked where the file system allows), with
+    `record` (recipe, row, label) written over the source's in metrics.json, `config` as its config.yaml and the
+    source named in reused.json. Built in a temporary folder and renamed into place: never a half-adopted run."""
+    import shutil
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent if dst.parent.exists()
+                                else _mkdir(dst.parent)))
+    try:
+        for f in src.path.iterdir():
+            if f.is_file() and f.name != DONE:
+                if f.name.startswith("checkpoint"):
+                    try:
+                        os.link(f, tmp / f.name)
+                        continue
+                    except OSError:
+                        pass
+                shutil.copy2(f, tmp / f.name)
+        metrics = json.loads((tmp / "metrics.json").read_text())
+        metrics.update(record, run_id=dst.name, reused_from=str(src.path))
+        atomic_write_json(tmp / "metrics.json", metrics)
+        atomic_write_text(tmp / "config.yaml", yaml.safe_dump({**config, "reused_from": str(src.path)},
+                                                              sort_keys=False))
+        atomic_write_json(tmp / "reused.json", {"from": str(src.path), "time": now()})
+        atomic_write_text(tmp / DONE, now() + "\n")
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return RunDir(dst)
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p

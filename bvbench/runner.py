@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,12 @@ from bvbench.models import build_model, load_state
 from bvbench.recipes import Recipe, Row, load_recipe
 from bvbench.results import (
     RunDir,
+    adopt_run,
     atomic_torch_save,
     atomic_write_json,
     config_hash,
     environment,
+    find_identical_run,
     find_runs,
     now,
     safe_child,
@@ -224,6 +227,14 @@ class Runner:
         rd = RunDir(base)
         if rd.done:
             return rd, None
+        if not base.exists() and (same := find_identical_run(self.results, rid, exclude=base)) is not None:
+            # The same experiment finished under another recipe or row (a shared teacher, a row printed in two
+            # tables): adopt it instead of training again.
+            if self.dist.main:
+                adopt_run(same, base, {"recipe": self.recipe.name, "row": row.name, "label": row.label},
+                          self.run_config(row, rid))
+            self.dist.barrier()
+            return RunDir(base), None
         if rd.path.exists() and rd.checkpoint.exists():
             if self.opts.resume:
                 return rd, load_training_checkpoint(rd.checkpoint)
@@ -235,11 +246,17 @@ class Runner:
             rd = RunDir(base.parent / f"{rid}-r{n}")
         return rd, None
 
+    def run_config(self, row: Row, rid: str) -> dict[str, Any]:
+        return {"recipe": self.recipe.name, "profile": self.recipe.profile, "seed": self.seed, "run_id": rid,
+                "data_dir": str(self.root), "row": row.model_dump(mode="json")}
+
     def run_row(self, row: Row) -> RunDir | None:
         rd, ckpt = self.run_dir_for(row)
         self.dist.barrier()  # every rank decided on the same folder before rank 0 creates it
         if rd.done:
-            self.say(f"[green]= {row.name}: finished run reused ({rd.path})[/]")
+            src = rd.path / "reused.json"
+            where = f"{rd.path}, trained as {json.loads(src.read_text())['from']}" if src.exists() else str(rd.path)
+            self.say(f"[green]= {row.name}: finished run reused ({where})[/]")
             return rd
         train_set, info = self.data(row, "train")
         test_loader, test_info = self.test_loader(row)
@@ -256,12 +273,8 @@ class Runner:
             except OSError as e:
                 raise BvbenchError(f"cannot create the run folder {rd.path}: {e.strerror}") from None
             if not (rd.path / "config.yaml").exists():
-                rd.write_config({"recipe": self.recipe.name, "profile": self.recipe.profile, "seed": self.seed,
-                                 "run_id": rd.path.name, "data_dir": str(self.root),
-                                 "row": row.model_dump(mode="json")})
+                rd.write_config(self.run_config(row, rd.path.name))
             if env_path.exists():
-                import json
-
                 env["start_time"] = json.loads(env_path.read_text()).get("start_time", env["start_time"])
             atomic_write_json(env_path, env)
         self.dist.barrier()

@@ -84,3 +84,30 @@ def test_init_from_a_binarized_row_keeps_its_quantizer_parameters(cli, tiny_reci
     b = json.loads(next((out / "tiny" / "again").iterdir()).joinpath("metrics.json").read_text())
     assert b["epochs"] == 0
     assert (a["top1"], a["test_loss"]) == (b["top1"], b["test_loss"])
+
+
+def test_identical_run_under_another_recipe_is_adopted_not_retrained(cli, tmp_path: Path) -> None:
+    from tests.conftest import write_recipe
+
+    out = tmp_path / "res"
+    a, b = write_recipe(tmp_path, "tiny"), write_recipe(tmp_path, "tiny2")
+    assert cli("run", str(a), "--out", str(out), "--device", "cpu")[0] == 0
+    code, stdout, _ = cli("run", str(b), "--out", str(out), "--device", "cpu")
+    assert code == 0 and "finished run reused" in stdout and "trained as" in stdout
+    (src,) = (out / "tiny" / "fp").iterdir()
+    (dst,) = (out / "tiny2" / "fp").iterdir()
+    assert src.name == dst.name  # the run id hashes the configuration, not the recipe's name
+    ma, mb = (json.loads((p / "metrics.json").read_text()) for p in (src, dst))
+    assert mb["top1"] == ma["top1"] and mb["recipe"] == "tiny2" and mb["reused_from"] == str(src)
+    assert json.loads((dst / "reused.json").read_text())["from"] == str(src)
+    assert yaml.safe_load((dst / "config.yaml").read_text())["recipe"] == "tiny2"
+    assert (dst / "checkpoint.pt").read_bytes() == (src / "checkpoint.pt").read_bytes()
+    assert not list((out / "tiny2" / "fp").glob(".*.tmp"))
+    code, text, _ = cli("table", str(b), "--results", str(out), "--format", "csv")
+    rows = {r["row"]: r for r in csv.DictReader(io.StringIO(text))}
+    assert float(rows["fp"]["measured_top1"]) == __import__("pytest").approx(100 * ma["top1"], abs=1e-3)
+
+    # A different configuration is a different experiment: trained, not adopted.
+    code, stdout, _ = cli("run", str(b), "--out", str(out), "--device", "cpu", "--set", "train.lr=0.001")
+    assert code == 0 and "reused" not in stdout
+    assert len(list((out / "tiny2" / "fp").iterdir())) == 2
