@@ -128,7 +128,8 @@ MINE = sorted({r for r, _ in BLOCKS})
 @pytest.mark.parametrize("name", MINE)
 def test_cpu_and_smoke_profiles_are_small_and_offline(name: str) -> None:
     assert {"cpu", "smoke"} <= set(profiles_of(name))
-    for p, max_epochs in (("cpu", 6), ("smoke", 2)):
+    # cpu: at most 8 epochs of 20000 images per row (a from-scratch fp row: ~7 min on 2 cores)
+    for p, max_epochs, max_images in (("cpu", 8, 160_000), ("smoke", 2, 128)):
         r = loaded(name, p)
         assert r.data.img_size == 32
         for row in r.rows:
@@ -137,7 +138,8 @@ def test_cpu_and_smoke_profiles_are_small_and_offline(name: str) -> None:
             assert not row.model.pretrained, (p, row.name)  # no downloads: fp rows stand in for the weights
             total = sum(s.epochs for s in row.resolved_stages())
             assert total <= max_epochs, (p, row.name, total)
-            assert row.data.img_size == 32 and (row.data.train_subset or 0) <= 10000
+            assert row.data.img_size == 32 and 0 < (row.data.train_subset or 0) <= 20000, (p, row.name)
+            assert total * row.data.train_subset <= max_images, (p, row.name)
 
 
 @pytest.mark.parametrize("name,profile", CASES, ids=[f"{n}-{p}" for n, p in CASES])
