@@ -139,16 +139,30 @@ def run(
     download: Annotated[bool, typer.Option(help="let torchvision download missing data sets")] = False,
     out: Annotated[str, typer.Option(help="results folder")] = "results",
     seed: Annotated[int | None, typer.Option(help="random seed (default: the recipe's)")] = None,
+    seeds: Annotated[int | None, typer.Option(min=1, help="run every row with N seeds: the recipe's seed and the "
+                                                        "next N-1 (tables show mean ± std)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     resume: Annotated[bool, typer.Option(help="continue unfinished runs from their last checkpoint")] = False,
 ) -> None:
     """Train and evaluate each row of a recipe; finished runs are reused, never overwritten."""
+    from dataclasses import replace
+
+    from bvbench.recipes import load_recipe
     from bvbench.report.table import build_tables, to_markdown, write_tables
     from bvbench.runner import RunOptions, run_recipe
 
+    if seed is not None and seeds is not None:
+        raise BvbenchError("--seed and --seeds exclude each other: --seed S runs seed S, --seeds N runs the "
+                           "recipe's seed and the next N-1")
     opts = RunOptions(profile=profile, rows=rows.split(",") if rows else None, sets=set_ or [], data_dir=data_dir,
                       download=download, out=out, seed=seed, device=device, resume=resume)
-    rec, _ = run_recipe(recipe, opts)
+    if seeds is None:
+        rec, _ = run_recipe(recipe, opts)
+    else:
+        first = load_recipe(recipe, profile, set_ or []).seed
+        for i in range(seeds):
+            console.print(f"[bold]seed {first + i}[/] ({i + 1} of {seeds})")
+            rec, _ = run_recipe(recipe, replace(opts, seed=first + i))
     tables = build_tables(rec, Path(out), profile)
     write_tables(tables, Path(out), rec.name)
     print(to_markdown(tables))
@@ -158,28 +172,59 @@ def run(
 def table(
     recipe: Annotated[list[str] | None, typer.Argument(help="recipes (default: every recipe with results)")] = None,
     results: Annotated[str, typer.Option(help="results folder")] = "results",
-    format_: Annotated[str, typer.Option("--format", help="md or csv")] = "md",
+    format_: Annotated[str | None, typer.Option("--format", help="md, csv or rich (default: rich on a terminal, "
+                                                                 "md otherwise)")] = None,
     profile: Annotated[str | None, typer.Option(help="only runs of this profile")] = None,
     out: Annotated[str | None, typer.Option(help="write to this file instead of printing")] = None,
+    paper: Annotated[bool, typer.Option("--paper", help="only the paper's columns, as the recipe transcribes "
+                                                        "them")] = False,
+    measured_only: Annotated[bool, typer.Option("--measured-only", help="only our measured columns (no paper "
+                                                                        "values, no Δ)")] = False,
+    summary: Annotated[bool, typer.Option("--summary", help="one table, a line per finished row across the "
+                                                            "recipes (also results/summary.md and .csv)")] = False,
 ) -> None:
     """Comparison tables: the paper's numbers next to ours (also written to results/<recipe>/table.*)."""
     from bvbench.recipes import available, load_recipe
-    from bvbench.report.table import build_tables, to_csv, to_markdown, write_tables
+    from bvbench.report import table as tb
 
-    if format_ not in ("md", "csv"):
-        raise BvbenchError(f"--format {format_!r}: choose md or csv")
+    if format_ not in (None, "md", "csv", "rich"):
+        raise BvbenchError(f"--format {format_!r}: choose md, csv or rich")
+    if paper and measured_only:
+        raise BvbenchError("--paper and --measured-only exclude each other: --paper shows the paper's columns only, "
+                           "--measured-only ours only; pass one")
+    if summary and (paper or measured_only):
+        raise BvbenchError("--summary lists measured rows; it does not take --paper or --measured-only")
+    if format_ == "rich" and out:
+        raise BvbenchError("--format rich prints to the terminal; write files with --format md or csv")
+    fmt = format_ or ("md" if out or not sys.stdout.isatty() else "rich")
+    view = "paper" if paper else "measured" if measured_only else "full"
     res = Path(results)
     names = recipe or [n for n in available() if (res / n).is_dir()]
     if not names:
         raise BvbenchError(f"no results in {res}/ yet; run a recipe first (bvbench run quickstart)")
-    all_tables = []
-    for name in names:
-        rec = load_recipe(name)
-        tables = build_tables(rec, res, profile)
-        if (res / rec.name).is_dir():
-            write_tables(tables, res, rec.name)
-        all_tables += tables
-    text = to_markdown(all_tables) if format_ == "md" else to_csv(all_tables)
+    if summary:
+        lines = tb.build_summary([load_recipe(n) for n in names], res, profile)
+        if res.is_dir():
+            tb.write_summary(lines, res)
+        if fmt == "rich":
+            console.print(tb.summary_rich(lines))
+            return
+        text = tb.summary_markdown(lines) if fmt == "md" else tb.summary_csv(lines)
+    else:
+        all_tables = []
+        for name in names:
+            rec = load_recipe(name)
+            tables = tb.build_tables(rec, res, profile)
+            if (res / rec.name).is_dir():
+                tb.write_tables(tables, res, rec.name)
+            all_tables += tables
+        if fmt == "rich":
+            for i, t in enumerate(tb.to_rich(all_tables, view)):
+                if i:
+                    console.print()
+                console.print(t)
+            return
+        text = tb.to_markdown(all_tables, view) if fmt == "md" else tb.to_csv(all_tables, view)
     if out:
         from bvbench.results import atomic_write_text
 

@@ -1,9 +1,16 @@
-"""Comparison tables: each paper table's rows in the paper's order, paper | measured | delta per column."""
+"""Comparison tables: each paper table's rows in the paper's order, paper | measured | delta per column.
+
+A row run with several seeds shows the mean over seeds (the newest finished run of each seed, one profile) with
+its sample standard deviation. Three views: `full` (paper | ours | Δ), `paper` (what the paper printed, as the
+recipe transcribes it) and `measured` (ours only). `build_summary` lists every finished row across recipes.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,12 +19,15 @@ from bvbench.recipes import UNITS, PaperColumn, Recipe
 from bvbench.results import RunDir, find_runs
 
 MISSING = "—"
+VIEWS = ("full", "paper", "measured")
 
 
 @dataclass
 class Cell:
     paper: Any = None
-    measured: float | None = None
+    measured: float | None = None  # mean over seeds, in the paper's unit
+    std: float | None = None  # sample standard deviation over seeds (ddof=1), when n > 1
+    n: int = 0  # how many runs (seeds) the measurement averages
 
     @property
     def delta(self) -> float | None:
@@ -32,7 +42,12 @@ class TableRow:
     label: str
     status: str  # run | pending | reference | not run | finished
     cells: dict[str, Cell]
-    run: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)  # metrics.json of the newest run
+    runs: list[dict[str, Any]] = field(default_factory=list)  # one metrics.json per seed, oldest first
+
+    @property
+    def seeds(self) -> list[Any]:
+        return _sorted_seeds(m.get("seed") for m in self.runs)
 
 
 @dataclass
@@ -44,8 +59,8 @@ class Table:
     rows: list[TableRow]
 
     def footnote(self) -> str:
-        """Which data, profile, epochs, device and code the measured columns come from."""
-        runs = [r.run for r in self.rows if r.run]
+        """Which data, profile, epochs, device, seeds and code the measured columns come from."""
+        runs = [m for r in self.rows for m in (r.runs or ([r.run] if r.run else []))]
         if not runs:
             return "No finished runs yet: measured columns are empty."
 
@@ -53,8 +68,20 @@ class Table:
             vals = sorted({str(_get(r, key)) for r in runs})
             return ", ".join(vals)
 
+        seeds = _sorted_seeds(m.get("seed") for m in runs)
+        if len(seeds) > 1:
+            seed = (f"seeds {', '.join(map(str, seeds))} (mean ± sample std over the seeds a row has, "
+                    "n = number of seeds)")
+        else:
+            seed = f"seed {uniq('seed')}"
         return (f"Measured on {uniq('data.display')}; profile {uniq('profile')}; epochs {uniq('epochs')}; "
-                f"device {uniq('device')}; seed {uniq('seed')}; code {uniq('git_sha')}.")
+                f"device {uniq('device')}; {seed}; code {uniq('git_sha')}.")
+
+
+def _sorted_seeds(seeds: Any) -> list[Any]:
+    """Distinct seeds, numbers first in numeric order."""
+    vals = set(seeds)
+    return sorted(vals, key=lambda s: (not isinstance(s, int), s if isinstance(s, int) else str(s)))
 
 
 def _get(d: dict[str, Any], dotted: str) -> Any:
@@ -63,6 +90,13 @@ def _get(d: dict[str, Any], dotted: str) -> Any:
             return None
         d = d[part]
     return d
+
+
+def _with_sha(rd: RunDir, m: dict[str, Any]) -> dict[str, Any]:
+    env = rd.path / "env.json"
+    if env.exists():
+        m["git_sha"] = (json.loads(env.read_text()).get("git_sha") or "unknown")[:12]
+    return m
 
 
 def latest_run(results: Path, recipe: str, row: str, profile: str | None = None) -> dict[str, Any] | None:
@@ -76,13 +110,33 @@ def latest_run(results: Path, recipe: str, row: str, profile: str | None = None)
         best = (rd, m)
     if best is None:
         return None
-    rd, m = best
-    env = rd.path / "env.json"
-    if env.exists():
-        import json
+    return _with_sha(*best)
 
-        m["git_sha"] = (json.loads(env.read_text()).get("git_sha") or "unknown")[:12]
-    return m
+
+def latest_runs(results: Path, recipe: str, row: str, profile: str | None = None) -> list[dict[str, Any]]:
+    """metrics.json (plus git sha) of the newest finished run of each seed of a row, oldest first (the last is
+    the row's newest run). All of one profile: `profile`, else the profile of the newest run."""
+    found = [(rd, rd.metrics()) for rd in find_runs(results, recipe, row)]
+    if profile:
+        found = [(rd, m) for rd, m in found if m.get("profile") == profile]
+    if not found:
+        return []
+    prof = found[-1][1].get("profile")
+    by_seed: dict[Any, tuple[RunDir, dict[str, Any]]] = {}
+    for rd, m in found:
+        if m.get("profile") == prof:
+            by_seed.pop(m.get("seed"), None)  # re-insert: dict order = order of each seed's newest run
+            by_seed[m.get("seed")] = (rd, m)
+    return [_with_sha(rd, m) for rd, m in by_seed.values()]
+
+
+def aggregate(runs: list[dict[str, Any]], key: str, factor: float = 1.0) -> tuple[float | None, float | None, int]:
+    """(mean, sample std or None, n) of a metric over runs, scaled by `factor`; runs without it are skipped."""
+    vals = [float(v) * factor for m in runs
+            if isinstance(v := _get(m, key), int | float) and not isinstance(v, bool)]
+    if not vals:
+        return None, None, 0
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None, len(vals)
 
 
 def _unfinished(results: Path, recipe: str, row: str) -> str:
@@ -101,17 +155,16 @@ def build_tables(recipe: Recipe, results: Path, profile: str | None = None) -> l
         for r in recipe.rows:
             if r.table != pt.name:
                 continue
-            run = latest_run(results, recipe.name, r.name, profile) if r.status == "run" else None
+            runs = latest_runs(results, recipe.name, r.name, profile) if r.status == "run" else []
+            run = runs[-1] if runs else None
             cells = {}
             for col in pt.columns:
-                measured = None
-                if col.measured and run is not None:
-                    v = _get(run, col.key)
-                    if isinstance(v, int | float):
-                        measured = float(v) * UNITS[col.unit]
-                cells[col.key] = Cell(r.paper.get(col.key), measured)
+                cell = Cell(r.paper.get(col.key))
+                if col.measured and runs:
+                    cell.measured, cell.std, cell.n = aggregate(runs, col.key, UNITS[col.unit])
+                cells[col.key] = cell
             status = r.status if r.status != "run" else ("finished" if run else _unfinished(results, recipe.name, r.name))
-            rows.append(TableRow(r.name, r.label, status, cells, run or {}))
+            rows.append(TableRow(r.name, r.label, status, cells, run or {}, runs))
         tables.append(Table(recipe.name, pt.name, pt.caption, pt.columns, rows))
     return tables
 
@@ -142,68 +195,194 @@ def fmt_delta(d: float | None, unit: str, places: int | None = None) -> str:
     return ("+" if d >= 0 else "") + fmt(d, unit, places)
 
 
-def header(table: Table) -> list[str]:
+
+
+def fmt_measured(cell: Cell, unit: str, places: int | None = None) -> str:
+    """The measured value; `mean ± std (n=N)` when it averages several seeds."""
+    if cell.n > 1 and cell.measured is not None and cell.std is not None:
+        return f"{fmt(cell.measured, unit, places)} ± {fmt(cell.std, unit, places)} (n={cell.n})"
+    return fmt(cell.measured, unit, places)
+
+
+def _check_view(view: str) -> None:
+    if view not in VIEWS:
+        raise ValueError(f"view {view!r}: one of {', '.join(VIEWS)}")
+
+
+def header(table: Table, view: str = "full") -> list[str]:
+    _check_view(view)
     cols = ["Method"]
     for c in table.columns:
-        cols += [f"{c.label} paper", f"{c.label} ours", "Δ"] if c.measured else [c.label]
-    return cols + ["Data set", "Profile", "Status"]
+        if view == "paper":
+            cols.append(c.label)
+        elif view == "measured":
+            cols += [f"{c.label} ours"] if c.measured else []
+        else:
+            cols += [f"{c.label} paper", f"{c.label} ours", "Δ"] if c.measured else [c.label]
+    return cols if view == "paper" else cols + ["Data set", "Profile", "Status"]
 
 
-def body(table: Table) -> list[list[str]]:
+def body(table: Table, view: str = "full") -> list[list[str]]:
+    _check_view(view)
     out = []
     for r in table.rows:
         line = [r.label]
         for c in table.columns:
             cell = r.cells[c.key]
-            if c.measured:
-                places = decimals(cell.paper, c.unit)
-                line += [fmt(cell.paper, c.unit), fmt(cell.measured, c.unit, places),
+            places = decimals(cell.paper, c.unit)
+            if view == "paper":
+                line.append(fmt(cell.paper, c.unit))
+            elif view == "measured":
+                line += [fmt_measured(cell, c.unit, places)] if c.measured else []
+            elif c.measured:
+                line += [fmt(cell.paper, c.unit), fmt_measured(cell, c.unit, places),
                          fmt_delta(cell.delta, c.unit, places)]
             else:
                 line.append(fmt(cell.paper, c.unit))
-        line += [_get(r.run, "data.display") or MISSING, r.run.get("profile", MISSING), r.status]
+        if view != "paper":
+            line += [_get(r.run, "data.display") or MISSING, r.run.get("profile", MISSING), r.status]
         out.append(line)
     return out
 
 
-def to_markdown(tables: list[Table]) -> str:
+def title(t: Table) -> str:
+    return f"{t.recipe} — {t.name}" + (f": {t.caption}" if t.caption else "")
+
+
+def note(t: Table, view: str = "full") -> str:
+    """The line under a table: where the numbers come from."""
+    if view == "paper":
+        return f"Paper values as printed (the recipe's transcription); {MISSING} = not printed."
+    if view == "measured":
+        return f"{t.footnote()} {MISSING} = not measured."
+    return f"{t.footnote()} Paper values as printed; Δ = ours − paper; {MISSING} = not measured."
+
+
+def to_markdown(tables: list[Table], view: str = "full") -> str:
     from tabulate import tabulate
 
     parts = []
     for t in tables:
-        parts.append(f"### {t.recipe} — {t.name}" + (f": {t.caption}" if t.caption else ""))
+        parts.append(f"### {title(t)}")
         parts.append("")
-        parts.append(tabulate(body(t), headers=header(t), tablefmt="github", disable_numparse=True))
+        parts.append(tabulate(body(t, view), headers=header(t, view), tablefmt="github", disable_numparse=True))
         parts.append("")
-        parts.append(f"_{t.footnote()}_ Paper values as printed; Δ = ours − paper; {MISSING} = not measured.")
+        parts.append(f"_{note(t, view)}_" if view != "full" else
+                     f"_{t.footnote()}_ Paper values as printed; Δ = ours − paper; {MISSING} = not measured.")
         parts.append("")
     return "\n".join(parts)
 
 
-def to_csv(tables: list[Table]) -> str:
-    """Long, machine-readable form: one line per (table, row), numbers unformatted."""
+def _num(v: float | None) -> str:
+    return "" if v is None else f"{v:.6g}"
+
+
+def to_csv(tables: list[Table], view: str = "full") -> str:
+    """Long, machine-readable form: one line per (table, row), numbers unformatted. The full view has
+    paper_/measured_/delta_<key> (measured = mean over seeds), then measured_<key>_std (sample std, empty for
+    one seed), n_seeds and seeds (';'-separated)."""
+    _check_view(view)
     buf = io.StringIO()
     w = csv.writer(buf)
     keys: list[str] = []
+    measured: set[str] = set()
     for t in tables:
         for c in t.columns:
-            if c.key not in keys:
+            if c.key not in keys and (view != "measured" or c.measured):
                 keys.append(c.key)
-    w.writerow(["recipe", "table", "row", "label", "status", "data", "profile", "run_id"]
-               + [f"{p}_{k}" for k in keys for p in ("paper", "measured", "delta")])
+            if c.measured:
+                measured.add(c.key)
+    skeys = [k for k in keys if k in measured]  # keys with a measured_<key>_std column
+    ident = ["recipe", "table", "row", "label"]
+    runinfo = ["status", "data", "profile", "run_id"]
+    if view == "paper":
+        w.writerow(ident + [f"paper_{k}" for k in keys])
+    elif view == "measured":
+        w.writerow(ident + runinfo + [f"measured_{k}" for k in keys] + [f"measured_{k}_std" for k in skeys]
+                   + ["n_seeds", "seeds"])
+    else:
+        w.writerow(ident + runinfo + [f"{p}_{k}" for k in keys for p in ("paper", "measured", "delta")]
+                   + [f"measured_{k}_std" for k in skeys] + ["n_seeds", "seeds"])
     for t in tables:
         for r in t.rows:
-            vals = []
-            for k in keys:
-                cell = r.cells.get(k)
-                vals += ["", "", ""] if cell is None else [
-                    "" if cell.paper is None else cell.paper,
-                    "" if cell.measured is None else f"{cell.measured:.6g}",
-                    "" if cell.delta is None else f"{cell.delta:.6g}",
-                ]
-            w.writerow([t.recipe, t.name, r.name, r.label, r.status, _get(r.run, "data.display") or "",
-                        r.run.get("profile", ""), r.run.get("run_id", ""), *vals])
+            cells = [r.cells.get(k) for k in keys]
+            paper = ["" if c is None or c.paper is None else c.paper for c in cells]
+            meas = [_num(None if c is None else c.measured) for c in cells]
+            delta = [_num(None if c is None else c.delta) for c in cells]
+            std = [_num(None if (c := r.cells.get(k)) is None else c.std) for k in skeys]
+            seeds = [len(r.runs) if r.runs else "", ";".join(map(str, r.seeds))]
+            head = [t.recipe, t.name, r.name, r.label]
+            info = [r.status, _get(r.run, "data.display") or "", r.run.get("profile", ""), r.run.get("run_id", "")]
+            if view == "paper":
+                w.writerow(head + paper)
+            elif view == "measured":
+                w.writerow(head + info + meas + std + seeds)
+            else:
+                w.writerow(head + info + [v for trio in zip(paper, meas, delta, strict=True) for v in trio]
+                           + std + seeds)
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------- terminal colours
+
+
+def default_tolerance(unit: str, paper: Any = None) -> float:
+    """The match tolerance of a column without its own: 1 percentage point, 0.01 of a fraction, else 10% of the
+    paper's value (0 when the paper printed none)."""
+    if unit == "percent":
+        return 1.0
+    if unit == "fraction":
+        return 0.01
+    if isinstance(paper, int | float) and not isinstance(paper, bool):
+        return 0.1 * abs(float(paper))
+    return 0.0
+
+
+def tolerance_style(delta: float, tolerance: float | None, unit: str, paper: Any = None) -> str:
+    """'green' when |Δ| <= tolerance, 'yellow' within 3× tolerance, 'red' beyond. `tolerance` None: the unit's
+    default (`default_tolerance`; relative units need `paper`)."""
+    tol = default_tolerance(unit, paper) if tolerance is None else float(tolerance)
+    a = abs(delta)
+    eps = 1e-9 * max(1.0, tol)  # 71.5 - 70.5 is exactly at the boundary, whatever the float rounding
+    if a <= tol + eps:
+        return "green"
+    if a <= 3 * tol + eps:
+        return "yellow"
+    return "red"
+
+
+def to_rich(tables: list[Table], view: str = "full") -> list[Any]:
+    """One rich.table.Table per table: Δ coloured by the column's tolerance, rows without a run dimmed."""
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    _check_view(view)
+    out = []
+    for t in tables:
+        legend = " Δ: green within the column's tolerance, yellow within 3×, red beyond." if view == "full" else ""
+        rt = RichTable(title=title(t), caption=note(t, view) + legend, caption_justify="left", title_justify="left")
+        for i, h in enumerate(header(t, view)):
+            rt.add_column(h, justify="left" if i == 0 or h in ("Data set", "Profile", "Status") else "right",
+                          overflow="fold")
+        texts = body(t, view)
+        for r, line in zip(t.rows, texts, strict=True):
+            cells: list[Any] = [Text(v) for v in line]
+            if view == "full":
+                i = 1
+                for c in t.columns:
+                    if not c.measured:
+                        i += 1
+                        continue
+                    cell = r.cells[c.key]
+                    if cell.delta is not None:
+                        d = round(cell.delta, decimals(cell.paper, c.unit))  # judge the Δ as printed
+                        cells[i + 2].stylize(tolerance_style(d, c.tolerance, c.unit, cell.paper))
+                    i += 3
+            if view != "paper" and r.status == "diverged":
+                cells[-1].stylize("red")
+            rt.add_row(*cells, style=None if view == "paper" or r.status == "finished" else "dim")
+        out.append(rt)
+    return out
 
 
 def write_tables(tables: list[Table], results: Path, recipe: str) -> tuple[Path, Path]:
@@ -215,4 +394,119 @@ def write_tables(tables: list[Table], results: Path, recipe: str) -> tuple[Path,
     md, cs = d / "table.md", d / "table.csv"
     atomic_write_text(md, to_markdown(tables))
     atomic_write_text(cs, to_csv(tables))
+    return md, cs
+
+
+# ---------------------------------------------------------------------------------- summary across recipes
+
+
+@dataclass
+class SummaryLine:
+    recipe: str
+    row: str
+    label: str
+    method: str
+    w_a: str | None
+    top1: float | None  # percent, mean over seeds
+    top1_std: float | None
+    n: int
+    ops: float | None  # raw count (metrics `ops`)
+    size_mb: float | None
+    data: str | None
+    profile: str | None
+    epochs: Any
+
+
+SUMMARY_HEADER = ["Recipe", "Row", "Method", "W-A", "Top-1 (%)", "OPs (10^8)", "Size (MB)", "Data set", "Profile",
+                  "Epochs"]
+
+
+def _w_a(recipe: Recipe, row: Any) -> str | None:
+    """The row's W-A bits as the paper printed them: its `w_a` value, else a descriptive column labelled W-A."""
+    if row.paper.get("w_a") is not None:
+        return str(row.paper["w_a"])
+    for c in recipe.paper.table(row.table).columns:
+        if not c.measured and c.label.strip().upper() == "W-A" and row.paper.get(c.key) is not None:
+            return str(row.paper[c.key])
+    return None
+
+
+def build_summary(recipes: list[Recipe], results: Path, profile: str | None = None) -> list[SummaryLine]:
+    """One line per finished (recipe, row), recipes by name, rows in each recipe's order."""
+    lines = []
+    for rec in sorted(recipes, key=lambda r: r.name):
+        for row in rec.rows:
+            if row.status != "run":
+                continue
+            runs = latest_runs(results, rec.name, row.name, profile)
+            if not runs:
+                continue
+            m = runs[-1]
+            top1, std, n = aggregate(runs, "top1", UNITS["percent"])
+            ops, size = _get(m, "ops"), _get(m, "size_mb")
+            lines.append(SummaryLine(rec.name, row.name, row.label, str(m.get("method") or row.method.name),
+                                     _w_a(rec, row), top1, std, n,
+                                     float(ops) if isinstance(ops, int | float) else None,
+                                     float(size) if isinstance(size, int | float) else None,
+                                     _get(m, "data.display"), m.get("profile"), m.get("epochs")))
+    return lines
+
+
+def summary_body(lines: list[SummaryLine]) -> list[list[str]]:
+    out = []
+    for x in lines:
+        top1 = fmt_measured(Cell(None, x.top1, x.top1_std, x.n), "percent", 2)
+        out.append([x.recipe, x.label, x.method, x.w_a or MISSING, top1,
+                    fmt(None if x.ops is None else x.ops * UNITS["x1e8"], "x1e8", 3),
+                    fmt(x.size_mb, "MB", 3), x.data or MISSING, x.profile or MISSING,
+                    MISSING if x.epochs is None else str(x.epochs)])
+    return out
+
+
+SUMMARY_NOTE = ("Newest finished run of each seed per row; Top-1 is the mean over seeds (± sample std, n seeds) "
+                "where a row has several; OPs and size from metrics.json; W-A as the paper printed it.")
+
+
+def summary_markdown(lines: list[SummaryLine]) -> str:
+    from tabulate import tabulate
+
+    if not lines:
+        return "### Summary\n\nNo finished runs yet.\n"
+    table = tabulate(summary_body(lines), headers=SUMMARY_HEADER, tablefmt="github", disable_numparse=True)
+    return f"### Summary: finished rows across recipes\n\n{table}\n\n_{SUMMARY_NOTE}_\n"
+
+
+def summary_csv(lines: list[SummaryLine]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["recipe", "row", "label", "method", "w_a", "top1_pct", "top1_pct_std", "n_seeds", "ops", "size_mb",
+                "data", "profile", "epochs"])
+    for x in lines:
+        w.writerow([x.recipe, x.row, x.label, x.method, x.w_a or "", _num(x.top1), _num(x.top1_std), x.n,
+                    _num(x.ops), _num(x.size_mb), x.data or "", x.profile or "",
+                    "" if x.epochs is None else x.epochs])
+    return buf.getvalue()
+
+
+def summary_rich(lines: list[SummaryLine]) -> Any:
+    from rich.table import Table as RichTable
+
+    rt = RichTable(title="Summary: finished rows across recipes", caption=SUMMARY_NOTE, caption_justify="left",
+                   title_justify="left")
+    for h in SUMMARY_HEADER:
+        rt.add_column(h, justify="right" if h in ("Top-1 (%)", "OPs (10^8)", "Size (MB)", "Epochs") else "left",
+                      overflow="fold")
+    for line in summary_body(lines):
+        rt.add_row(*line)
+    return rt
+
+
+def write_summary(lines: list[SummaryLine], results: Path) -> tuple[Path, Path]:
+    """Writes results/summary.md and results/summary.csv (atomically)."""
+    from bvbench.results import atomic_write_text
+
+    results.mkdir(parents=True, exist_ok=True)
+    md, cs = results / "summary.md", results / "summary.csv"
+    atomic_write_text(md, summary_markdown(lines))
+    atomic_write_text(cs, summary_csv(lines))
     return md, cs
