@@ -33,6 +33,9 @@ Conventions (checked against the papers' tables, see ``tests/evaluate/test_compl
     Totals: baseline 10.32e6 OPs (paper 10.21e6), GSB k = 2: 14.35e6 (paper 12.88e6).
   - ``"plain"``: products only (OPs = BOPs / 64 + real MACs), the textbook Bi-Real Net count.
 
+  ``first_last="like_body"`` (recipe ``eval.count_first_last``) counts the full-precision layers outside the
+  transformer blocks at the blocks' bits, for tables that count them so (Bi-ViT Table 2's 1-1 rows).
+
 Protocol read by the counter (it only reads attributes, it never changes the model):
 
 * A Linear/Conv (``nn.Linear``, ``nn.Conv1d/2d/3d`` or subclasses) takes its bits from its own ``precision``
@@ -124,13 +127,42 @@ def _precisions(model: nn.Module) -> dict[nn.Module, Precision]:
     return out
 
 
-def theoretical_size(model: nn.Module, *, include_buffers: bool = False) -> dict[str, float]:
+def _block_names(model: nn.Module) -> list[str]:
+    """Names of the transformer blocks: modules with children named ``attn`` and ``mlp``."""
+    return [name for name, m in model.named_modules() if {"attn", "mlp"} <= {n for n, _ in m.named_children()}]
+
+
+def _like_body(model: nn.Module, precisions: dict[nn.Module, Precision]) -> dict[nn.Module, Precision]:
+    """``precisions`` with every full-precision Linear/Conv *outside* the transformer blocks (patch embedding,
+    patch merging, head) set to the most common quantized precision inside them; unchanged for a model whose
+    blocks hold no quantized layer. Bi-ViT Table 2 counts its 1-1 rows this way although its text keeps the
+    first and last layers real-valued (Sec. 5.1)."""
+    blocks = _block_names(model)
+    names = {m: n for n, m in model.named_modules()}
+
+    def inside(m: nn.Module) -> bool:
+        n = names.get(m, "")
+        return any(n == b or n.startswith(b + ".") for b in blocks if b)
+
+    body = [p for m, p in precisions.items() if inside(m) and p != FULL]
+    if not body:
+        return precisions
+    common = max(set(body), key=body.count)
+    return {m: (common if p == FULL and not inside(m) else p) for m, p in precisions.items()}
+
+
+def theoretical_size(model: nn.Module, *, include_buffers: bool = False,
+                     first_last: Literal["as_run", "like_body"] = "as_run") -> dict[str, float]:
     """Storage if every Linear/Conv weight is kept at its ``weight_bits`` and everything else at 32 bits.
 
     This is the Bi-ViT Table 2 convention (MB = 10^6 bytes there). ``include_buffers`` also counts buffers
     at 32 bits (Bi-ViT's real-valued Swin sizes include the attention-mask and position-index buffers).
+    ``first_last="like_body"`` counts the layers outside the blocks at the blocks' bits (:func:`_like_body`).
     """
-    weights = {id(m.weight): p.weight_bits for m, p in _precisions(model).items() if m.weight is not None}
+    precisions = _precisions(model)
+    if first_last == "like_body":
+        precisions = _like_body(model, precisions)
+    weights = {id(m.weight): p.weight_bits for m, p in precisions.items() if m.weight is not None}
     bits = 0.0
     for param in model.parameters():
         bits += param.numel() * weights.get(id(param), 32)
@@ -335,6 +367,7 @@ def count_complexity(
     *,
     convention: str | CostModel = "bi-vit",
     include_buffers: bool = False,
+    first_last: Literal["as_run", "like_body"] = "as_run",
 ) -> Complexity:
     """Precision-aware complexity of one forward pass of ``model`` on ``input_shape`` ((C,H,W) or (B,C,H,W)).
 
@@ -344,6 +377,8 @@ def count_complexity(
     costs = CONVENTIONS[convention] if isinstance(convention, str) else convention
     tally = _Tally(costs)
     precisions = _precisions(model)
+    if first_last == "like_body":
+        precisions = _like_body(model, precisions)
     names = {module: name for name, module in model.named_modules()}
 
     block_parts: list[tuple[str, str]] = []  # (prefix, part key)
@@ -435,7 +470,7 @@ def count_complexity(
             handle.remove()
         model.train(was_training)
 
-    size = theoretical_size(model, include_buffers=include_buffers)
+    size = theoretical_size(model, include_buffers=include_buffers, first_last=first_last)
     per_block = []
     for index in range(len(blocks)):
         attn = tally.parts.get(f"{index}.attn", [0.0, 0.0])

@@ -40,11 +40,12 @@ def complexity_metrics(model: nn.Module, row: Row, fp_macs: int | None = None) -
     """Flat metrics.json keys (and the per-block list) for one model; per-block keys are block means."""
     shape = input_shape(row)
     with unfused_attention(model):
-        c = count_complexity(model, shape, convention=row.eval.complexity)
+        c = count_complexity(model, shape, convention=row.eval.complexity, first_last=row.eval.count_first_last)
     out: dict[str, Any] = {
         "params": c.params, "macs": fp_macs if fp_macs is not None else c.macs, "bops": c.bops, "flops": c.flops,
         "ops": c.ops, "size_fp32_mib": c.size_fp32_mib, "size_mb": c.size_mb, "size_mib": c.size_mib,
-        "complexity_convention": c.convention, "blocks": c.blocks,
+        "complexity_convention": c.convention, "count_first_last": row.eval.count_first_last,
+        "blocks": c.blocks,
     }
     if c.blocks:
         n = len(c.blocks)

@@ -315,3 +315,26 @@ def test_meta_and_cpu_models_count_the_same() -> None:
     b = count_complexity(meta, (3, 32, 32), convention="gsb")
     assert a == b
     assert cpu.training  # mode restored
+
+
+def test_like_body_counts_the_real_first_and_last_layers_at_the_blocks_bits() -> None:
+    """Bi-ViT keeps the patch embedding and head real (Sec. 5.1) yet Table 2's 1-1 sizes and OPs count them
+    binary: `first_last="like_body"` gives a model quantized inside its blocks exactly the all-binary counts."""
+    from bvbench.quant.base import FULL
+
+    everything = quantize(tiny_vit(2, 16, 2))
+    body_only = quantize(tiny_vit(2, 16, 2))
+    body_only.patch_embed.proj.precision = FULL
+    body_only.head.precision = FULL
+    shape = (3, 32, 32)
+    ref = count_complexity(everything, shape)
+    as_run = count_complexity(body_only, shape)
+    like = count_complexity(body_only, shape, first_last="like_body")
+    patch, head = 16 * 16 * 3 * 8 * 8, 16 * 5
+    assert as_run.bops == ref.bops - patch - head and as_run.flops > patch + head  # real products in FLOPs
+    assert (like.bops, like.flops, like.ops) == (ref.bops, ref.flops, ref.ops)
+    weights_bits = (patch // 16 + head) * 31  # 32 -> 1 bit per weight of the two layers
+    assert as_run.size_mb - like.size_mb == pytest.approx(weights_bits / 8 / 1e6)
+    assert like.size_mb == pytest.approx(ref.size_mb)
+    fp = tiny_vit(2, 16, 2)  # nothing quantized: nothing to count like the body
+    assert count_complexity(fp, shape, first_last="like_body").ops == count_complexity(fp, shape).ops
