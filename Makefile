@@ -22,6 +22,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
+# The nightly reproduction: the cpu profile of every recipe (CIFAR-10 from $$BVBENCH_DATA where a recipe's own
+# data is missing), then tables, plots and results/README.md. Finished runs are reused; a second call resumes.
+NIGHTLY_HOURS ?= 3
+nightly: install
+	$(BIN)/python -m bvbench.nightly --out results --budget-hours $(NIGHTLY_HOURS)
+
 lint: install
 	$(BIN)/ruff check bvbench tests benchmarks
 

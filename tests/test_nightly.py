@@ -1,0 +1,56 @@
+"""`make nightly` (python -m bvbench.nightly): which data each recipe runs on, and the report it leaves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from bvbench import nightly
+from bvbench.data.datasets import CIFAR10_CLASSES
+
+
+def fake_cifar10_jpeg(root: Path) -> Path:
+    for split in ("train", "test"):
+        for c in CIFAR10_CLASSES:
+            d = root / "cifar10-jpeg" / split / c
+            d.mkdir(parents=True)
+            Image.new("RGB", (32, 32), (10, 20, 30)).save(d / "0.jpg")
+    return root
+
+
+def test_recipes_on_missing_data_fall_back_to_cifar10_and_say_so(tmp_path: Path) -> None:
+    root = fake_cifar10_jpeg(tmp_path / "data")
+    plan = {e["recipe"]: e for e in nightly.plan(["quickstart", "bitnet-vit-cifar10", "gsb-cifar100"], root)}
+    assert plan["quickstart"]["data"] == "digits" and plan["quickstart"]["sets"] == []
+    assert plan["bitnet-vit-cifar10"]["data"] == "cifar10" and plan["bitnet-vit-cifar10"]["override"] is None
+    gsb = plan["gsb-cifar100"]
+    assert gsb["data"] == "cifar10" and gsb["sets"] == ["data.name=cifar10"]
+    assert "cifar100 is not present" in gsb["override"] and "CIFAR-100 not found" in gsb["override"]
+
+
+def test_without_cifar10_a_recipe_on_missing_data_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    (e,) = nightly.plan(["gsb-cifar100"], tmp_path / "empty")
+    assert e["status"] == "skipped" and "CIFAR-100 not found" in e["reason"] and "CIFAR-10 not found" in e["reason"]
+
+
+def test_report_only_writes_status_and_readme_and_trains_nothing(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "res"
+    code = nightly.main(["--report-only", "--out", str(out), "--data-dir", str(tmp_path / "none"),
+                         "--only", "quickstart,gsb-cifar100"])
+    assert code == 0
+    status = json.loads((out / "nightly.json").read_text())
+    got = {e["recipe"]: e["status"] for e in status["recipes"]}
+    assert got == {"quickstart": "not run (--report-only)", "gsb-cifar100": "skipped"}
+    readme = (out / "README.md").read_text()
+    assert "# bvbench results" in readme and "### quickstart" in readme and "### gsb-cifar100" in readme
+    assert "CIFAR-100 not found" in readme
+    assert not any(p.is_dir() for p in out.iterdir())  # no run folders
+
+
+def test_unknown_recipe_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    assert nightly.main(["--only", "gsb-cifar10O", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --only: unknown recipe 'gsb-cifar10O'") and "gsb-cifar100" in err
+    assert "Traceback" not in err
