@@ -133,3 +133,27 @@ def test_torchrun_two_processes_gloo_matches_single_process(tiny_recipe: Path, t
     assert abs(a["top1"] - b["top1"]) <= 0.1, (a["top1"], b["top1"])
     runs = list((tmp_path / "two" / "tiny" / "fp").iterdir())
     assert len(runs) == 1  # rank 1 wrote nothing of its own
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_saves_and_exits_cleanly(tiny_recipe: Path,
+                                                                                  tmp_path: Path) -> None:
+    """Slurm preemption and Ctrl-C signal every process of the group, DataLoader workers included."""
+    import time
+
+    out = tmp_path / "res"
+    cmd = [sys.executable, "-m", "bvbench", "run", str(tiny_recipe), "--device", "cpu", "--out", str(out),
+           "--set", "data.num_workers=2", "--set", "train.epochs=200", "--set", "train.batch_size=16"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((out / "tiny" / "fp").glob("*/history.csv")):
+        time.sleep(0.2)  # wait until an epoch has finished: workers are up and training runs
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err and "DataLoader worker" not in err
+    (run,) = list((out / "tiny" / "fp").iterdir())
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["fit"]["epoch"] >= 1 and not (run / ".done").exists()

@@ -347,6 +347,11 @@ def _seed_worker(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
+    # Ctrl-C and batch-system preemption (Slurm) signal the whole process group. The main process turns the
+    # signal into a checkpoint at the next step boundary and then shuts its workers down itself; a worker killed
+    # by the signal first would instead make the DataLoader raise in the middle of a step.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _fmt(v: Any) -> str:
