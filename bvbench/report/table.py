@@ -57,6 +57,7 @@ class Table:
     caption: str | None
     columns: list[PaperColumn]
     rows: list[TableRow]
+    paper_data: str | None = None  # the recipe's own data set (what the paper values were measured on)
 
     def footnote(self) -> str:
         """Which data, profile, epochs, device, seeds and code the measured columns come from."""
@@ -74,8 +75,14 @@ class Table:
                     "n = number of seeds)")
         else:
             seed = f"seed {uniq('seed')}"
-        return (f"Measured on {uniq('data.display')}; profile {uniq('profile')}; epochs {uniq('epochs')}; "
+        text = (f"Measured on {uniq('data.display')}; profile {uniq('profile')}; epochs {uniq('epochs')}; "
                 f"device {uniq('device')}; {seed}; code {uniq('git_sha')}.")
+        other = sorted({str(_get(r, "data.name")) for r in runs} - {str(self.paper_data)})
+        if self.paper_data and other:
+            text += (f" **Not the paper's data set**: these runs used {', '.join(other)} "
+                     f"(`--set data.name=...`), the paper {self.paper_data}; compare the rows' order, not the "
+                     f"values with the paper's.")
+        return text
 
 
 def _sorted_seeds(seeds: Any) -> list[Any]:
@@ -165,7 +172,7 @@ def build_tables(recipe: Recipe, results: Path, profile: str | None = None) -> l
                 cells[col.key] = cell
             status = r.status if r.status != "run" else ("finished" if run else _unfinished(results, recipe.name, r.name))
             rows.append(TableRow(r.name, r.label, status, cells, run or {}, runs))
-        tables.append(Table(recipe.name, pt.name, pt.caption, pt.columns, rows))
+        tables.append(Table(recipe.name, pt.name, pt.caption, pt.columns, rows, paper_data=recipe.data.name))
     return tables
 
 

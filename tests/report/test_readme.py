@@ -44,3 +44,14 @@ def test_readme_of_a_recipe_not_run_says_so(tiny_recipe: Path, tmp_path: Path) -
     text = write_readme(out, [entry]).read_text()
     assert "Nightly status: **skipped**" in text and "CIFAR-100 not found" in text
     assert "Rows: 1 not run, 1 reference." in text and "table.md" not in text
+
+
+def test_table_says_when_runs_used_another_data_set_than_the_paper(cli, tiny_recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    assert cli("run", str(tiny_recipe), "--out", str(out), "--device", "cpu", "--set", "data.name=digits",
+               "--set", "train.epochs=1")[0] == 0
+    (table, *_) = build_tables(load_recipe(str(tiny_recipe)), out)
+    note = table.footnote()
+    assert "Not the paper's data set" in note and "used digits" in note and "the paper fake" in note
+    code, md, _ = cli("table", str(tiny_recipe), "--results", str(out))
+    assert code == 0 and "Not the paper's data set" in md
