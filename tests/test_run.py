@@ -111,3 +111,17 @@ def test_identical_run_under_another_recipe_is_adopted_not_retrained(cli, tmp_pa
     code, stdout, _ = cli("run", str(b), "--out", str(out), "--device", "cpu", "--set", "train.lr=0.001")
     assert code == 0 and "reused" not in stdout
     assert len(list((out / "tiny2" / "fp").iterdir())) == 2
+
+
+def test_a_field_added_later_at_its_neutral_value_keeps_run_ids(tiny_recipe: Path) -> None:
+    from bvbench.recipes import load_recipe
+    from bvbench.runner import ADDED_FIELDS, row_identity, run_id
+
+    base = load_recipe(str(tiny_recipe))
+    row = base.row("fp")
+    assert ("eval", "count_first_last") in ADDED_FIELDS
+    assert "count_first_last" not in row_identity(base, row, 0)["eval"]  # as_run: as before the field existed
+    assert "batch_size" in row_identity(base, row, 0)["eval"]  # other fields stay, default or not
+    other = load_recipe(str(tiny_recipe), "paper", ["eval.count_first_last=like_body"])
+    assert run_id(other, other.row("fp"), 0) != run_id(base, row, 0)
+    assert run_id(base, row, 0) != run_id(base, row, 1)
