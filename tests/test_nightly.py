@@ -42,7 +42,7 @@ def test_report_only_writes_status_and_readme_and_trains_nothing(tmp_path: Path,
     assert code == 0
     status = json.loads((out / "nightly.json").read_text())
     got = {e["recipe"]: e["status"] for e in status["recipes"]}
-    assert got == {"quickstart": "not run (--report-only)", "gsb-cifar100": "skipped"}
+    assert got == {"quickstart": "partial (0 of 4 rows finished)", "gsb-cifar100": "skipped"}
     readme = (out / "README.md").read_text()
     assert "# bvbench results" in readme and "### quickstart" in readme and "### gsb-cifar100" in readme
     assert "CIFAR-100 not found" in readme
