@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,7 +177,34 @@ class Runner:
         if rd is None:
             raise BvbenchError(f"row {row.name!r} has no finished run for profile {self.recipe.profile!r} "
                                f"and seed {self.seed}; run it first (bvbench run {self.recipe.name} --rows {row.name})")
+        if not rd.checkpoint.exists():
+            self.recover_weights(row, rd)
         return rebuild_model(row, num_classes, rd.checkpoint)
+
+    def recover_weights(self, row: Row, rd: RunDir) -> None:
+        """A finished run whose checkpoint is gone (results are committed without checkpoints) is needed as a
+        teacher or initialisation: train the row again, same configuration and seed, in a scratch folder next to
+        it and move only the weights over. Its metrics stay as they are; `weights.json` records both results."""
+        scratch = RunDir(rd.path.parent / f"{rd.path.name}.weights")
+        self.say(f"[yellow]  {row.name}: its finished run {rd.path} has no checkpoint.pt (checkpoints are not kept "
+                 f"with committed results); training it again with the same configuration and seed to recover "
+                 f"its weights[/]")
+        ckpt = None
+        if scratch.checkpoint.exists() and not scratch.done:
+            ckpt = load_training_checkpoint(scratch.checkpoint)
+        if not scratch.done:
+            self.train_row(row, scratch, ckpt)
+        if self.dist.main:
+            before, after = rd.metrics(), scratch.metrics()
+            atomic_write_json(rd.path / "weights.json", {
+                "retrained": now(), "reason": "checkpoint.pt was missing",
+                "top1_recorded": before.get("top1"), "top1_retrained": after.get("top1")})
+            scratch.checkpoint.replace(rd.checkpoint)
+            shutil.rmtree(scratch.path)
+            if before.get("top1") != after.get("top1"):
+                self.say(f"[yellow]  {row.name}: the retrained weights score top1 {after.get('top1')} against "
+                         f"{before.get('top1')} recorded (see {rd.path / 'weights.json'})[/]")
+        self.dist.barrier()
 
     def build(self, row: Row, num_classes: int) -> tuple[nn.Module, nn.Module | None]:
         seed_everything(self.seed)  # the initial weights depend on the seed only
@@ -272,6 +300,10 @@ class Runner:
             where = f"{rd.path}, trained as {json.loads(src.read_text())['from']}" if src.exists() else str(rd.path)
             self.say(f"[green]= {row.name}: finished run reused ({where})[/]")
             return rd
+        return self.train_row(row, rd, ckpt)
+
+    def train_row(self, row: Row, rd: RunDir, ckpt: dict[str, Any] | None) -> RunDir:
+        """Train and evaluate one row into `rd` (resuming from `ckpt` if given); returns the finished run."""
         train_set, info = self.data(row, "train")
         test_loader, test_info = self.test_loader(row)
         self.say(f"[bold]> {self.recipe.name}/{row.name}[/] ({row.label}) on {info.display}, "

@@ -86,6 +86,37 @@ def test_init_from_a_binarized_row_keeps_its_quantizer_parameters(cli, tiny_reci
     assert (a["top1"], a["test_loss"]) == (b["top1"], b["test_loss"])
 
 
+def test_a_teacher_whose_checkpoint_was_not_kept_is_trained_again_for_its_weights(cli, tiny_recipe: Path,
+                                                                                  tmp_path: Path) -> None:
+    """Committed results carry no checkpoints: a student that needs such a teacher retrains it (same seed, so
+    the same weights on the CPU) without touching the teacher's recorded metrics."""
+    text = tiny_recipe.read_text().replace("  - name: other", """  - name: student
+    label: Student
+    method: {name: gsb}
+    init_from: fp
+    teacher: fp
+    train: {epochs: 1}
+  - name: other""")
+    tiny_recipe.write_text(text)
+    out = tmp_path / "res"
+    assert cli("run", str(tiny_recipe), "--out", str(out), "--device", "cpu", "--rows", "fp")[0] == 0
+    (teacher,) = (out / "tiny" / "fp").iterdir()
+    weights = (teacher / "checkpoint.pt").read_bytes()
+    (teacher / "checkpoint.pt").unlink()
+    metrics = (teacher / "metrics.json").read_bytes()
+    code, stdout, err = cli("run", str(tiny_recipe), "--out", str(out), "--device", "cpu", "--rows", "student")
+    assert code == 0, err
+    assert "no checkpoint.pt" in stdout and "training it again" in stdout
+    assert (teacher / "metrics.json").read_bytes() == metrics  # nothing recorded is overwritten
+    record = json.loads((teacher / "weights.json").read_text())
+    assert record["top1_recorded"] == record["top1_retrained"]
+    retrained = torch.load(teacher / "checkpoint.pt", weights_only=True)["model"]
+    original = torch.load(io.BytesIO(weights), weights_only=True)["model"]
+    assert retrained.keys() == original.keys() and all(torch.equal(retrained[k], original[k]) for k in original)
+    assert sorted(p.name for p in (out / "tiny" / "fp").iterdir()) == [teacher.name]  # scratch folder removed
+    assert len(list((out / "tiny" / "student").iterdir())) == 1
+
+
 def test_identical_run_under_another_recipe_is_adopted_not_retrained(cli, tmp_path: Path) -> None:
     from tests.conftest import write_recipe
 
