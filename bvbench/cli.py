@@ -47,8 +47,11 @@ def list_cmd(
 
     t = Table(show_lines=False)
     if kind is Kind.recipes:
-        for col in ("recipe", "paper", "tables", "data set", "rows"):
-            t.add_column(col)
+        t.add_column("recipe", no_wrap=True, min_width=max(map(len, recipes.available())))
+        t.add_column("paper", min_width=20)
+        t.add_column("tables", max_width=12)
+        t.add_column("data set", no_wrap=True)
+        t.add_column("rows (run)", no_wrap=True)
         for name in recipes.available():
             try:
                 r = recipes.load_recipe(name)
@@ -56,8 +59,8 @@ def list_cmd(
                 t.add_row(name, f"[red]invalid: {str(e).splitlines()[0]}[/]", "", "", "")
                 continue
             run = sum(x.status == "run" for x in r.rows)
-            t.add_row(name, r.paper.citation, ", ".join(x.name for x in r.paper.tables), r.data.name,
-                      f"{len(r.rows)} ({run} runnable)")
+            t.add_row(name, r.paper.short, ", ".join(x.name.removeprefix("Table ") for x in r.paper.tables),
+                      r.data.name, f"{len(r.rows)} ({run})")
     elif kind is Kind.datasets:
         from bvbench.data import DATASETS, dataset_info
 

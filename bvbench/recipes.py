@@ -70,6 +70,18 @@ class PaperInfo(Strict):
     url: str | None = None
     tables: list[PaperTable] = Field(min_length=1)
 
+    @property
+    def short(self) -> str:
+        """'Li et al., Bi-ViT' from 'Yanjing Li, Sheng Xu, ... Bi-ViT: Pushing the Limit ...'."""
+        authors, sep, title = self.citation.partition(". ")
+        if not sep:
+            return self.citation.split(" (")[0]
+        names = [a.strip() for a in authors.split(",") if a.strip()]
+        lead = names[0].split()[-1] + (" et al." if len(names) > 2 else f" & {names[1].split()[-1]}"
+                                       if len(names) == 2 else "")
+        head = title.split(":")[0].strip().rstrip(".")
+        return f"{lead}, {head}"
+
     def table(self, name: str) -> PaperTable:
         for t in self.tables:
             if t.name == name:

@@ -88,3 +88,11 @@ def test_parse_set_reads_yaml_scalars() -> None:
         ("a.b", 3), ("c", 1e-4), ("d", True), ("e", "deit_tiny"), ("f", [1, 5])]
     with pytest.raises(BvbenchError, match="KEY=VALUE"):
         parse_set(["novalue"])
+
+
+def test_short_citation_names_first_author_and_title_head() -> None:
+    from bvbench.recipes import load_recipe
+
+    assert load_recipe("gsb-cifar100").paper.short == "Gao et al., GSB"
+    assert load_recipe("bitvit-cifar10").paper.short.startswith("Liu & Fuh, Fine-Tune the 1-Bit")
+    assert load_recipe("quickstart").paper.short == "none: no paper reports digits"
