@@ -97,3 +97,21 @@ def test_usage_errors_are_short(cli) -> None:
     assert code == 2 and "Missing argument" in err and "Traceback" not in out + err
     code, out, err = cli("table", "--format")
     assert code == 2 and "requires an argument" in err
+
+
+def test_names_cannot_escape_the_results_folder(cli, tiny_recipe: Path, tmp_path: Path) -> None:
+    from bvbench.errors import BvbenchError
+    from bvbench.results import safe_child
+
+    text = tiny_recipe.read_text()
+    row = tmp_path / "row.yaml"
+    row.write_text(text.replace("  - name: fp\n", "  - name: ../../evil\n"))
+    _check(cli("run", str(row), "--out", str(tmp_path / "res"), "--device", "cpu"), "row.yaml", "name")
+    rec = tmp_path / "rec.yaml"
+    rec.write_text(text.replace("name: tiny\n", "name: ../tiny\n", 1))
+    _check(cli("run", str(rec), "--out", str(tmp_path / "res"), "--device", "cpu"), "rec.yaml", "name")
+    assert not (tmp_path / "res").exists() and not (tmp_path / "evil").exists()
+    for bad in ("..", "../x", "/etc", "a/b", ".hidden"):
+        with pytest.raises(BvbenchError, match="unsafe name"):
+            safe_child(tmp_path, "recipe", bad)
+    assert safe_child(tmp_path, "recipe", "row-1.5") == (tmp_path / "recipe" / "row-1.5").resolve()
