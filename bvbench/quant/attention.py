@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import Function
 
-from bvbench.quant.base import SCALE_MIN, LazyInit, Precision, Quantizer
+from bvbench.quant.base import SCALE_MIN, LazyInit, Precision, Quantizer, ge, gt
 from bvbench.quant.registry import QUANTIZERS
 from bvbench.quant.ste import ScaledRoundClip, ScaledSign
 
@@ -21,7 +21,7 @@ class _BoolClippedSTE(Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
         ctx.save_for_backward(x)
-        return (x > 0).to(x.dtype)
+        return gt(x, 0)
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> Tensor:
@@ -50,12 +50,12 @@ def optimal_threshold(p: Tensor, iters: int = 5, beta: float = 0.25) -> tuple[Te
     v = x.b / ||b||^2 (Eq. 8), T = v / 2 (Eq. 9), b = Bool(x - T) (Eq. 10), `iters` rounds. The paper gives
     no start; we start from b = Bool(x - beta max x) (Eq. 11), so the error never exceeds scaled SAB's.
     BCD reaches a local optimum. Returns (b, v, T), v and T with a trailing dim of 1."""
-    b = (p > beta * p.amax(dim=-1, keepdim=True)).to(p.dtype)
+    b = gt(p, beta * p.amax(dim=-1, keepdim=True))
     v = t = p.new_zeros(p.shape[:-1] + (1,))
     for _ in range(iters):
         v = (p * b).sum(dim=-1, keepdim=True) / b.sum(dim=-1, keepdim=True).clamp_min(1)
         t = v / 2
-        b = (p > t).to(p.dtype)
+        b = gt(p, t)
     return b, v, t
 
 
@@ -106,7 +106,7 @@ class SoftmaxAwareBinarizer(Quantizer):
             b = optimal_threshold(p, self.iters, self.beta)[0]
         else:
             t = self.beta * p.amax(dim=-1, keepdim=True)
-            b = ((p >= t) if self.variant == "code" else (p > t)).to(p.dtype)
+            b = ge(p, t) if self.variant == "code" else gt(p, t)
         if self.scale:
             b = b * ((p * b).sum(dim=-1, keepdim=True) / b.sum(dim=-1, keepdim=True).clamp_min(1))
         return p, b

@@ -31,10 +31,32 @@ SCALE_MIN = 1e-5
 """Lower bound of every learnable scale (GSB code: all learnable scales clamped to >= 1e-5)."""
 
 
+def gt(x: Tensor, t: Tensor | float) -> Tensor:
+    """1[x > t] in x's dtype and shape. Comparing straight into a float tensor is one pass; `(x > t).to(dtype)`
+    (a bool tensor, then a conversion) costs several times more on the CPU, and masks are most of the work of
+    the attention binarizers."""
+    return torch.gt(x, t, out=torch.empty_like(x))
+
+
+def ge(x: Tensor, t: Tensor | float) -> Tensor:
+    """1[x >= t] in x's dtype and shape (see `gt`)."""
+    return torch.ge(x, t, out=torch.empty_like(x))
+
+
+def lt(x: Tensor, t: Tensor | float) -> Tensor:
+    """1[x < t] in x's dtype and shape (see `gt`)."""
+    return torch.lt(x, t, out=torch.empty_like(x))
+
+
+def le(x: Tensor, t: Tensor | float) -> Tensor:
+    """1[x <= t] in x's dtype and shape (see `gt`)."""
+    return torch.le(x, t, out=torch.empty_like(x))
+
+
 def sign(x: Tensor, zero_to_positive: bool = True) -> Tensor:
     """Sign with values in {-1, +1}; `zero_to_positive` picks sign(0) = +1 (GSB Eq. 4) or -1 (BiViT Eq. 1)."""
-    pos = x >= 0 if zero_to_positive else x > 0
-    return pos.to(x.dtype).mul_(2).sub_(1)
+    pos = ge(x, 0) if zero_to_positive else gt(x, 0)
+    return pos.mul_(2).sub_(1)
 
 
 class Quantizer(nn.Module):

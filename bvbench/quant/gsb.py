@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import Function
 
-from bvbench.quant.base import SCALE_MIN, LazyInit, Precision, Quantizer, sign
+from bvbench.quant.base import SCALE_MIN, LazyInit, Precision, Quantizer, gt, le, lt, sign
 from bvbench.quant.registry import QUANTIZERS
 from bvbench.quant.ste import ScaledRoundClip
 
@@ -61,11 +61,12 @@ class _GSBAttentionFn(Function):
 
     @staticmethod
     def forward(ctx: Any, a: Tensor, alpha: Tensor, coeffs: list[float], grad_scale: float) -> Tensor:
-        dt = a.dtype
+        a = a.contiguous()  # the masks below are flattened for dot products: one memory order for all
         rowmax = a.amax(dim=-1, keepdim=True)
-        out = (a > 0.5 * alpha[0]).to(dt).mul_(alpha[0])  # a0 * clip(round(A_ret / a0), 0, 1)
+        out = gt(a, 0.5 * alpha[0]).mul_(alpha[0])  # a0 * clip(round(A_ret / a0), 0, 1)
+        m = torch.empty_like(a)  # one mask buffer, reused: large fresh allocations cost page faults
         for i, c in enumerate(coeffs, start=1):
-            out.addcmul_((a > c * rowmax).to(dt), alpha[i])  # + a_i * M_i
+            out.addcmul_(torch.gt(a, c * rowmax, out=m), alpha[i])  # + a_i * M_i
         ctx.save_for_backward(a, alpha, rowmax)
         ctx.coeffs, ctx.grad_scale = coeffs, grad_scale
         return out
@@ -73,19 +74,22 @@ class _GSBAttentionFn(Function):
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None]:
         a, alpha, rowmax = ctx.saved_tensors
-        dt, a0 = a.dtype, alpha[0]
-        local = ((a - 0.5 * a0).abs_() < 0.5 * a0).to(dt)  # A_0 = 1[0 < A_ret / a0 < 1], Eq. 17-18
-        galpha = [(g * (a > 0.5 * a0).to(dt)).sum() - (g * local).mul_(a).sum() / a0]  # Eq. 14
+        a0 = alpha[0]
+        g = g.contiguous()
+        m = gt(a, 0)
+        local = torch.lt(a, a0, out=torch.empty_like(a)).mul_(m)  # A_0 = 1[0 < A_ret / a0 < 1], Eq. 17-18
+        galpha = [torch.dot(g.view(-1), torch.gt(a, 0.5 * a0, out=m).view(-1))]
+        galpha[0] = galpha[0] - torch.dot(torch.mul(g, local, out=m).view(-1), a.reshape(-1)) / a0  # Eq. 14
         for i, c in enumerate(ctx.coeffs, start=1):
             theta = c * rowmax
-            m = (a > theta).to(dt)
-            galpha.append((g * m).sum())  # Eq. 15
+            torch.gt(a, theta, out=m)
+            galpha.append(torch.dot(g.view(-1), m.view(-1)))  # Eq. 15
             # A_i = a_i 1[0 < A_ret - Theta_i < 1], Eq. 20; A_ret - Theta_i <= (1 - c_i) rowmax, so the upper
             # bound holds everywhere when every rowmax < 1 / (1 - c_i) (always for softmax maps)
             if bool(((1 - c) * rowmax >= 1).any()):
-                m = m.mul_((a < theta + 1).to(dt))
+                m.mul_(lt(a, theta + 1))
             local.addcmul_(m, alpha[i])
-        return g * local, torch.stack(galpha) * ctx.grad_scale, None, None  # Eq. 16
+        return local.mul_(g), torch.stack(galpha) * ctx.grad_scale, None, None  # Eq. 16
 
 
 @QUANTIZERS.register("gsb", kind="attention", bits=1, paper="GSB Eq. 9-25 (attention map)")
@@ -144,11 +148,12 @@ class _GSBValueFn(Function):
 
     @staticmethod
     def forward(ctx: Any, v: Tensor, beta: Tensor, coeffs: list[float], grad_scale: float) -> Tensor:
+        v = v.contiguous()  # V arrives as a permuted view of qkv; the masks are flattened for dot products
         dims = tuple(range(1, v.dim()))
         vmax, vmin = v.amax(dim=dims, keepdim=True), v.amin(dim=dims, keepdim=True)
         level = torch.zeros_like(v).add_(beta[0])
         for i, c in enumerate(coeffs, start=1):
-            level.add_(((v > c * vmax) | (v < c * vmin)).to(v.dtype).mul_(beta[i]))
+            level.addcmul_(_outside(v, c * vmin, c * vmax), beta[i])
         ctx.save_for_backward(v, beta, vmax, vmin)
         ctx.coeffs, ctx.grad_scale = coeffs, grad_scale
         return level.mul_(sign(v))
@@ -156,17 +161,22 @@ class _GSBValueFn(Function):
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None]:
         v, beta, vmax, vmin = ctx.saved_tensors
-        dt = v.dtype
-        s, absv = sign(v), v.abs()
-        local = (absv < beta[0]).to(dt)  # V_0 = 1[-1 < V0 / b0 < 1], Eq. 31
-        gs, gv = g * s, g * v
-        gbeta = [gs.sum() - (gv * local).sum() / beta[0]]  # Eq. 29, i = 0
+        g = g.contiguous()
+        absv = v.abs()
+        local = lt(absv, beta[0])  # V_0 = 1[-1 < V0 / b0 < 1], Eq. 31
+        gs, gv = (g * sign(v)).view(-1), (g * v).view(-1)
+        gbeta = [gs.sum() - torch.dot(gv, local.view(-1)) / beta[0]]  # Eq. 29, i = 0
         for i, c in enumerate(ctx.coeffs, start=1):
-            m = ((v > c * vmax) | (v < c * vmin)).to(dt)
-            local.add_((absv <= beta[i]).to(dt).mul_(m))  # V_i, Eq. 32
-            inside = (absv < beta[i]).to(dt).mul_(m)
-            gbeta.append((gs * m).sum() - (gv * inside).sum() / beta[i])  # Eq. 29 masked by M_i
+            m = _outside(v, c * vmin, c * vmax)
+            local.addcmul_(le(absv, beta[i]), m)  # V_i, Eq. 32
+            inside = lt(absv, beta[i]).mul_(m)
+            gbeta.append(torch.dot(gs, m.view(-1)) - torch.dot(gv, inside.view(-1)) / beta[i])  # Eq. 29 masked by M_i
         return g * local, torch.stack(gbeta) * ctx.grad_scale, None, None  # Eq. 28, 30
+
+
+def _outside(v: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """1[v > hi or v < lo] as floats (lo < hi, so the two never hold together)."""
+    return gt(v, hi).add_(lt(v, lo))
 
 
 @QUANTIZERS.register("gsb_v", kind="attention", bits=1, paper="GSB Eq. 26-34 (value matrix)")

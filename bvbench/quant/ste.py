@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from bvbench.quant.base import sign
+from bvbench.quant.base import ge, gt, le, sign
 
 STE_MODES = ("identity", "clipped", "approxsign")
 
@@ -21,7 +21,7 @@ def ste_grad(x: Tensor, mode: str) -> Tensor:
     if mode == "identity":
         return torch.ones_like(x)
     if mode == "clipped":
-        return (x.abs() <= 1).to(x.dtype)
+        return le(x.abs(), 1)
     if mode == "approxsign":
         return torch.where(x.abs() < 1, 2 - 2 * x.abs(), torch.zeros_like(x))
     raise ValueError(f"unknown straight-through estimator {mode!r}; choose from {STE_MODES}")
@@ -63,7 +63,7 @@ class ScaledSign(Function):
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor | None, None]:
         x, alpha = ctx.saved_tensors
-        gx = g * (x.abs() <= alpha).to(g.dtype)
+        gx = le(x.abs(), alpha).mul_(g)
         if not ctx.needs_input_grad[1]:
             return gx, None, None
         shape = alpha.shape
@@ -79,17 +79,17 @@ class ScaledRoundClip(Function):
     def forward(ctx: Any, x: Tensor, alpha: Tensor, grad_scale: float = 1.0) -> Tensor:
         ctx.save_for_backward(x, alpha)
         ctx.grad_scale = grad_scale
-        return (x > 0.5 * alpha).to(x.dtype).mul_(alpha)
+        return gt(x, 0.5 * alpha).mul_(alpha)
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor | None, None]:
         x, alpha = ctx.saved_tensors
         half = 0.5 * alpha
-        gx = g * ((x - half).abs_() <= half).to(g.dtype)  # 0 <= x <= alpha
+        gx = ge(x, 0).mul_(le(x, alpha)).mul_(g)  # 0 <= x <= alpha
         if not ctx.needs_input_grad[1]:
             return gx, None, None
         shape = alpha.shape
-        ga = (g * (x > half).to(g.dtype)).sum_to_size(shape) - (gx * x).sum_to_size(shape) / alpha
+        ga = gt(x, half).mul_(g).sum_to_size(shape) - (gx * x).sum_to_size(shape) / alpha
         return gx, ga * ctx.grad_scale, None
 
 
