@@ -166,6 +166,18 @@ def find_identical_run(results: Path, run_id: str, exclude: Path | None = None) 
     return None
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """`dst` becomes `src`'s content: a hard link where the file system allows, else an atomic copy."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
 def adopt_run(src: RunDir, dst: Path, record: dict[str, Any], config: dict[str, Any]) -> RunDir:
     """Make `dst` a finished copy of `src` (the checkpoint hard-linked where the file system allows), with
     `record` (recipe, row, label) written over the source's in metrics.json, `config` as its config.yaml and the

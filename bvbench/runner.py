@@ -31,6 +31,7 @@ from bvbench.results import (
     environment,
     find_identical_run,
     find_runs,
+    link_or_copy,
     now,
     safe_child,
 )
@@ -125,15 +126,15 @@ def row_identity(recipe: Recipe, row: Row, seed: int) -> dict[str, Any]:
     return ident
 
 
-def methods_version() -> str:
-    """Changes when the code of the quantizers or methods changes (part of a run's identity)."""
-    import hashlib
+METHODS_VERSION = "d6e30f6b"
+"""The version of what the quantizers and methods compute, part of every run's identity. It began as a hash of
+their sources; change it (to any new string) with every change that alters their numbers, and leave it as it
+is for changes that do not (speed, refactoring), so finished runs stay valid and are reused."""
 
-    root = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for p in sorted([*root.glob("quant/*.py"), *root.glob("methods/*.py")]):
-        h.update(p.read_bytes())
-    return h.hexdigest()[:8]
+
+def methods_version() -> str:
+    """The code version of the methods in a run's identity (see `METHODS_VERSION`)."""
+    return METHODS_VERSION
 
 
 def run_id(recipe: Recipe, row: Row, seed: int) -> str:
@@ -185,6 +186,16 @@ class Runner:
         """A finished run whose checkpoint is gone (results are committed without checkpoints) is needed as a
         teacher or initialisation: train the row again, same configuration and seed, in a scratch folder next to
         it and move only the weights over. Its metrics stay as they are; `weights.json` records both results."""
+        twins = [RunDir(p.parent) for p in sorted(self.results.glob(f"*/*/{rd.path.name}/checkpoint.pt"))
+                 if RunDir(p.parent).done and p.parent.resolve() != rd.path.resolve()]
+        if twins:  # the same run id elsewhere kept (or already recovered) its weights: share them
+            if self.dist.main:
+                link_or_copy(twins[0].checkpoint, rd.checkpoint)
+                atomic_write_json(rd.path / "weights.json", {"linked": now(), "reason": "checkpoint.pt was missing",
+                                                             "from": str(twins[0].path)})
+            self.dist.barrier()
+            self.say(f"[yellow]  {row.name}: checkpoint.pt was missing; taken from the identical run {twins[0].path}[/]")
+            return
         scratch = RunDir(rd.path.parent / f"{rd.path.name}.weights")
         self.say(f"[yellow]  {row.name}: its finished run {rd.path} has no checkpoint.pt (checkpoints are not kept "
                  f"with committed results); training it again with the same configuration and seed to recover "

@@ -116,6 +116,20 @@ def test_a_teacher_whose_checkpoint_was_not_kept_is_trained_again_for_its_weight
     assert sorted(p.name for p in (out / "tiny" / "fp").iterdir()) == [teacher.name]  # scratch folder removed
     assert len(list((out / "tiny" / "student").iterdir())) == 1
 
+    # Where the same run id kept its weights elsewhere (another recipe's adopted copy), they are shared, not
+    # trained a third time.
+    import shutil
+
+    twin = out / "other" / "fp" / teacher.name
+    shutil.copytree(teacher, twin)
+    (teacher / "checkpoint.pt").unlink()
+    code, stdout, err = cli("run", str(tiny_recipe), "--out", str(out), "--device", "cpu", "--rows", "student",
+                            "--set", "rows.student.train.lr=0.001")
+    assert code == 0, err
+    assert "taken from the identical run" in stdout and "training it again" not in stdout
+    assert (teacher / "checkpoint.pt").read_bytes() == (twin / "checkpoint.pt").read_bytes()
+    assert json.loads((teacher / "weights.json").read_text())["from"].endswith(str(Path("other", "fp", teacher.name)))
+
 
 def test_identical_run_under_another_recipe_is_adopted_not_retrained(cli, tmp_path: Path) -> None:
     from tests.conftest import write_recipe
