@@ -19,15 +19,28 @@ FIGURES = [("accuracy_vs_ops.png", "Top-1 vs OPs"), ("accuracy_vs_size.png", "To
            ("curves.png", "Training curves"), ("confusion.png", "Confusion matrices")]
 
 
-def _status_counts(recipe_name: str, results: Path, profile: str | None) -> dict[str, int]:
+def _status_counts(recipe_name: str, results: Path, profile: str | None) -> tuple[dict[str, int], str | None]:
+    """Rows per status, and a line on where the finished runs came from and what their training cost."""
     counts: dict[str, int] = defaultdict(int)
     seen = set()
+    trained, adopted, seconds = 0, 0, 0.0
     for t in build_tables(load_recipe(recipe_name), results, profile):
         for r in t.rows:
             if r.name not in seen:
                 seen.add(r.name)
                 counts[r.status] += 1
-    return dict(counts)
+                for m in r.runs or ([r.run] if r.run else []):
+                    if m.get("reused_from"):
+                        adopted += 1
+                    else:
+                        trained += 1
+                        seconds += m.get("train_time_s") or 0.0
+    if not trained + adopted:
+        return dict(counts), None
+    line = f"Runs: {trained} trained for this recipe ({seconds / 60:.1f} min of training on {profile or 'any'} profile)"
+    if adopted:
+        line += f", {adopted} adopted from identical runs of other rows or recipes"
+    return dict(counts), line + "."
 
 
 def _section(entry: dict[str, Any], results: Path, profile: str | None) -> list[str]:
@@ -38,8 +51,6 @@ def _section(entry: dict[str, Any], results: Path, profile: str | None) -> list[
     status = entry.get("status", "not run")
     data = entry.get("data", rec.data.name)
     line = f"Nightly status: **{status}**"
-    if entry.get("seconds") is not None:
-        line += f" ({entry['seconds'] / 60:.1f} min)"
     lines += [line + f"; profile `{profile or 'any'}`; data: " + (f"**{data}**" if data else "—") + ".", ""]
     if entry.get("override"):
         lines += [f"> **Data override.** {entry['override']}. The measured columns below come from "
@@ -47,9 +58,11 @@ def _section(entry: dict[str, Any], results: Path, profile: str | None) -> list[
                   f"paper's.", ""]
     if entry.get("reason") and status != "finished":
         lines += [f"> {entry['reason']}", ""]
-    counts = _status_counts(entry["recipe"], results, profile)
+    counts, runs_line = _status_counts(entry["recipe"], results, profile)
     if counts:
         lines += ["Rows: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".", ""]
+    if runs_line:
+        lines += [runs_line, ""]
     table = d / "table.md"
     if table.exists():
         lines += [f"Tables: [{name}/table.md]({name}/table.md) · [{name}/table.csv]({name}/table.csv)", ""]

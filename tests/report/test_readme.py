@@ -25,6 +25,12 @@ def test_readme_links_every_table_and_figure_and_states_the_override(cli, tiny_r
     assert "**Data override.**" in text and "run on fake" in text
     assert "| Full precision" in text and "| Reference only" in text  # the table itself, rows in order
     assert "Rows: 1 finished, 1 reference." in text
+    m = re.search(r"Runs: 1 trained for this recipe \(([0-9.]+) min of training on paper profile\)\.", text)
+    assert m, text
+    import json
+
+    (run,) = (out / "tiny" / "fp").iterdir()
+    assert float(m.group(1)) == round(json.loads((run / "metrics.json").read_text())["train_time_s"] / 60, 1)
     links = re.findall(r"\]\(([^)]+)\)", text)
     assert "tiny/table.md" in links and "tiny/table.csv" in links
     for fig in figs:
