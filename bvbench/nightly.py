@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from bvbench.recipes import available, load_recipe
     from bvbench.report.plots import plot_recipe
     from bvbench.report.readme import write_readme
-    from bvbench.report.table import build_tables, write_tables
+    from bvbench.report.table import build_summary, build_tables, write_summary, write_tables
     from bvbench.results import atomic_write_json, now
     from bvbench.runner import RunOptions, run_recipe
 
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 write_tables(build_tables(rec, out, "cpu"), out, rec.name)
                 plot_recipe(rec, out, "cpu", log=lambda m: print(m, flush=True))
         out.mkdir(parents=True, exist_ok=True)
+        write_summary(build_summary([load_recipe(e["recipe"]) for e in entries], out, "cpu"), out)
         atomic_write_json(status_path, {"finished": now(), "budget_hours": args.budget_hours,
                                         "seconds": round(time.monotonic() - t0, 1), "recipes": entries})
         readme = write_readme(out, entries)

@@ -46,6 +46,8 @@ def test_report_only_writes_status_and_readme_and_trains_nothing(tmp_path: Path,
     readme = (out / "README.md").read_text()
     assert "# bvbench results" in readme and "### quickstart" in readme and "### gsb-cifar100" in readme
     assert "CIFAR-100 not found" in readme
+    assert "No finished runs yet" in (out / "summary.md").read_text()  # the summary is always rebuilt
+    assert "[summary.md](summary.md)" in readme
     assert not any(p.is_dir() for p in out.iterdir())  # no run folders
 
 

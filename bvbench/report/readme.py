@@ -102,7 +102,8 @@ def build_readme(results: Path, entries: list[dict[str, Any]], profile: str | No
         "",
     ]
     if (results / "summary.md").exists():
-        out += ["Summary across recipes: [summary.md](summary.md)", ""]
+        out += ["Summary across recipes (Top-1, OPs and size of every finished row): [summary.md](summary.md) · "
+                "[summary.csv](summary.csv)", ""]
     for paper, items in by_paper.items():
         out += [f"## {citations[paper]}", "", f"Paper text: `../shared/papers/{paper}`", ""]
         for e in items:
