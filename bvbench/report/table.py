@@ -439,7 +439,8 @@ def _w_a(recipe: Recipe, row: Any) -> str | None:
 
 
 def build_summary(recipes: list[Recipe], results: Path, profile: str | None = None) -> list[SummaryLine]:
-    """One line per finished (recipe, row), recipes by name, rows in each recipe's order."""
+    """One line per finished (recipe, row), recipes by name, rows in each recipe's order; rows that train nothing
+    and start from nothing (complexity-only rows) are left out."""
     lines = []
     for rec in sorted(recipes, key=lambda r: r.name):
         for row in rec.rows:
@@ -449,6 +450,8 @@ def build_summary(recipes: list[Recipe], results: Path, profile: str | None = No
             if not runs:
                 continue
             m = runs[-1]
+            if not m.get("epochs") and not row.init_from and not row.model.pretrained and not row.model.checkpoint:
+                continue  # an untrained model counted for complexity only (GSB Table IX): no accuracy to report
             top1, std, n = aggregate(runs, "top1", UNITS["percent"])
             ops, size = _get(m, "ops"), _get(m, "size_mb")
             lines.append(SummaryLine(rec.name, row.name, row.label, str(m.get("method") or row.method.name),

@@ -274,3 +274,22 @@ def test_rich_table_colours_delta_and_dims_rows_not_run() -> None:
     assert style(3, 3) is None  # no Δ, no colour
     assert [r.style for r in rt.rows] == [None, None, None, "dim", "dim"]
     assert style(len(cells) - 1, 4) == "red"  # "diverged" in red
+
+
+def test_summary_leaves_out_untrained_complexity_rows(cli, tiny_recipe: Path, tmp_path: Path) -> None:
+    """A row that trains nothing from nothing (GSB Table IX counts OPs of an untrained model) has no accuracy
+    worth a line; a 0-epoch row that re-evaluates another row's weights does."""
+    text = tiny_recipe.read_text().replace("  - name: other", """  - name: count
+    label: Counted only
+    train: {epochs: 0}
+  - name: again
+    label: Printed again
+    init_from: fp
+    train: {epochs: 0}
+  - name: other""")
+    tiny_recipe.write_text(text)
+    out = tmp_path / "res"
+    assert cli("run", str(tiny_recipe), "--out", str(out), "--device", "cpu")[0] == 0
+    code, csv_text, err = cli("table", str(tiny_recipe), "--results", str(out), "--summary", "--format", "csv")
+    assert code == 0, err
+    assert {r["row"] for r in csv.DictReader(io.StringIO(csv_text))} == {"fp", "again"}
