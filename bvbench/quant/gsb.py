@@ -57,14 +57,17 @@ class GSBBaseline(Quantizer):
 
 
 class _GSBAttentionFn(Function):
-    """Forward Eq. 10-13; backward Eq. 14-20 (scale gradients averaged over H*N*N per sample)."""
+    """Forward Eq. 10-13; backward Eq. 14-20 (scale gradients averaged over H*N*N per sample).
+
+    Masks are compared straight into float tensors (`gt`, `lt`): the same values as `(a > t).to(dtype)` at a
+    fraction of the cost. The reductions keep the form `(g * m).sum()`: a dot product would be faster still but
+    sums in another order, and training amplifies that rounding (a different run for the same seed)."""
 
     @staticmethod
     def forward(ctx: Any, a: Tensor, alpha: Tensor, coeffs: list[float], grad_scale: float) -> Tensor:
-        a = a.contiguous()  # the masks below are flattened for dot products: one memory order for all
         rowmax = a.amax(dim=-1, keepdim=True)
         out = gt(a, 0.5 * alpha[0]).mul_(alpha[0])  # a0 * clip(round(A_ret / a0), 0, 1)
-        m = torch.empty_like(a)  # one mask buffer, reused: large fresh allocations cost page faults
+        m = torch.empty_like(a)  # one mask buffer, reused
         for i, c in enumerate(coeffs, start=1):
             out.addcmul_(torch.gt(a, c * rowmax, out=m), alpha[i])  # + a_i * M_i
         ctx.save_for_backward(a, alpha, rowmax)
@@ -75,21 +78,19 @@ class _GSBAttentionFn(Function):
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None]:
         a, alpha, rowmax = ctx.saved_tensors
         a0 = alpha[0]
-        g = g.contiguous()
-        m = gt(a, 0)
-        local = torch.lt(a, a0, out=torch.empty_like(a)).mul_(m)  # A_0 = 1[0 < A_ret / a0 < 1], Eq. 17-18
-        galpha = [torch.dot(g.view(-1), torch.gt(a, 0.5 * a0, out=m).view(-1))]
-        galpha[0] = galpha[0] - torch.dot(torch.mul(g, local, out=m).view(-1), a.reshape(-1)) / a0  # Eq. 14
+        local = lt((a - 0.5 * a0).abs_(), 0.5 * a0)  # A_0 = 1[0 < A_ret / a0 < 1], Eq. 17-18
+        galpha = [(g * gt(a, 0.5 * a0)).sum() - (g * local).mul_(a).sum() / a0]  # Eq. 14
+        m = torch.empty_like(a)  # one mask buffer, reused
         for i, c in enumerate(ctx.coeffs, start=1):
             theta = c * rowmax
             torch.gt(a, theta, out=m)
-            galpha.append(torch.dot(g.view(-1), m.view(-1)))  # Eq. 15
+            galpha.append((g * m).sum())  # Eq. 15
             # A_i = a_i 1[0 < A_ret - Theta_i < 1], Eq. 20; A_ret - Theta_i <= (1 - c_i) rowmax, so the upper
             # bound holds everywhere when every rowmax < 1 / (1 - c_i) (always for softmax maps)
             if bool(((1 - c) * rowmax >= 1).any()):
                 m.mul_(lt(a, theta + 1))
             local.addcmul_(m, alpha[i])
-        return local.mul_(g), torch.stack(galpha) * ctx.grad_scale, None, None  # Eq. 16
+        return g * local, torch.stack(galpha) * ctx.grad_scale, None, None  # Eq. 16
 
 
 @QUANTIZERS.register("gsb", kind="attention", bits=1, paper="GSB Eq. 9-25 (attention map)")
@@ -144,16 +145,16 @@ class GSBAttention(LazyInit):
 
 
 class _GSBValueFn(Function):
-    """Forward Eq. 26-27; backward Eq. 28-32 (scale gradients averaged over H*N*C per sample)."""
+    """Forward Eq. 26-27; backward Eq. 28-32 (scale gradients averaged over H*N*C per sample). Float masks and
+    `(x * m).sum()` reductions as in `_GSBAttentionFn`."""
 
     @staticmethod
     def forward(ctx: Any, v: Tensor, beta: Tensor, coeffs: list[float], grad_scale: float) -> Tensor:
-        v = v.contiguous()  # V arrives as a permuted view of qkv; the masks are flattened for dot products
         dims = tuple(range(1, v.dim()))
         vmax, vmin = v.amax(dim=dims, keepdim=True), v.amin(dim=dims, keepdim=True)
         level = torch.zeros_like(v).add_(beta[0])
         for i, c in enumerate(coeffs, start=1):
-            level.addcmul_(_outside(v, c * vmin, c * vmax), beta[i])
+            level.add_(_outside(v, c * vmin, c * vmax).mul_(beta[i]))
         ctx.save_for_backward(v, beta, vmax, vmin)
         ctx.coeffs, ctx.grad_scale = coeffs, grad_scale
         return level.mul_(sign(v))
@@ -161,16 +162,15 @@ class _GSBValueFn(Function):
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None]:
         v, beta, vmax, vmin = ctx.saved_tensors
-        g = g.contiguous()
-        absv = v.abs()
+        s, absv = sign(v), v.abs()
         local = lt(absv, beta[0])  # V_0 = 1[-1 < V0 / b0 < 1], Eq. 31
-        gs, gv = (g * sign(v)).view(-1), (g * v).view(-1)
-        gbeta = [gs.sum() - torch.dot(gv, local.view(-1)) / beta[0]]  # Eq. 29, i = 0
+        gs, gv = g * s, g * v
+        gbeta = [gs.sum() - (gv * local).sum() / beta[0]]  # Eq. 29, i = 0
         for i, c in enumerate(ctx.coeffs, start=1):
             m = _outside(v, c * vmin, c * vmax)
-            local.addcmul_(le(absv, beta[i]), m)  # V_i, Eq. 32
+            local.add_(le(absv, beta[i]).mul_(m))  # V_i, Eq. 32
             inside = lt(absv, beta[i]).mul_(m)
-            gbeta.append(torch.dot(gs, m.view(-1)) - torch.dot(gv, inside.view(-1)) / beta[i])  # Eq. 29 masked by M_i
+            gbeta.append((gs * m).sum() - (gv * inside).sum() / beta[i])  # Eq. 29 masked by M_i
         return g * local, torch.stack(gbeta) * ctx.grad_scale, None, None  # Eq. 28, 30
 
 

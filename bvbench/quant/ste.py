@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from bvbench.quant.base import ge, gt, le, sign
+from bvbench.quant.base import gt, le, sign
 
 STE_MODES = ("identity", "clipped", "approxsign")
 
@@ -63,7 +63,7 @@ class ScaledSign(Function):
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor | None, None]:
         x, alpha = ctx.saved_tensors
-        gx = le(x.abs(), alpha).mul_(g)
+        gx = g * le(x.abs(), alpha)
         if not ctx.needs_input_grad[1]:
             return gx, None, None
         shape = alpha.shape
@@ -85,11 +85,11 @@ class ScaledRoundClip(Function):
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor | None, None]:
         x, alpha = ctx.saved_tensors
         half = 0.5 * alpha
-        gx = ge(x, 0).mul_(le(x, alpha)).mul_(g)  # 0 <= x <= alpha
+        gx = g * le((x - half).abs_(), half)  # 0 <= x <= alpha
         if not ctx.needs_input_grad[1]:
             return gx, None, None
         shape = alpha.shape
-        ga = gt(x, half).mul_(g).sum_to_size(shape) - (gx * x).sum_to_size(shape) / alpha
+        ga = (g * gt(x, half)).sum_to_size(shape) - (gx * x).sum_to_size(shape) / alpha
         return gx, ga * ctx.grad_scale, None
 
 
