@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from bvbench import methods
 from bvbench.data import build_dataset, data_root
+from bvbench.data.loader import eval_loader
 from bvbench.errors import BvbenchError, InterruptedRun
 from bvbench.evaluate.metrics import classification_metrics, plot_confusion, predict, write_confusion_csv
 from bvbench.models import build_model, load_state
@@ -164,7 +165,7 @@ class Runner:
 
     def test_loader(self, row: Row) -> tuple[DataLoader, Any]:
         ds, info = self.data(row, "test")
-        return DataLoader(ds, batch_size=row.eval.batch_size, shuffle=False, num_workers=row.data.num_workers), info
+        return eval_loader(ds, row.eval.batch_size, row.data.num_workers), info
 
     # ------------------------------------------------------------- model
     def finished_run(self, row: Row) -> RunDir | None:
@@ -440,7 +441,7 @@ def evaluate_run(run_dir: str, data_dir: str | None = None, device: str = "auto"
     dev = pick_device(device)
     root = data_root(data_dir or cfg.get("data_dir"))
     ds, info = build_dataset(row.data, root, "test")
-    loader = DataLoader(ds, batch_size=row.eval.batch_size, shuffle=False, num_workers=row.data.num_workers)
+    loader = eval_loader(ds, row.eval.batch_size, row.data.num_workers)
     model = rebuild_model(row, info.num_classes, rd.checkpoint).to(dev)
     logits, targets = predict(model, loader, dev)
     metrics, _ = classification_metrics(logits, targets, info.num_classes, row.eval.topk)

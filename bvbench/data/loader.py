@@ -21,6 +21,19 @@ def seed_worker(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _quiet_worker(worker_id: int) -> None:
+    """Evaluation workers: no randomness to seed, but the same signal rule as training workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
+    """A test-set loader in the dataset's order. Its workers ignore SIGINT/SIGTERM like the training workers:
+    a signal to the process group during the per-epoch evaluation must reach the main process only."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      worker_init_fn=_quiet_worker if num_workers else None)
+
+
 def build_loader(
     dataset: Dataset,
     batch_size: int,

@@ -480,9 +480,8 @@ def load_packed(file: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def evaluate_packed(file: str | Path, data_dir: str | None = None, device: str = "auto") -> dict[str, Any]:
     """Evaluate a packed model file on its run's test split (`bvbench eval FILE`), like `evaluate_run`."""
-    from torch.utils.data import DataLoader
-
     from bvbench.data import build_dataset, data_root
+    from bvbench.data.loader import eval_loader
     from bvbench.evaluate.metrics import classification_metrics, predict
     from bvbench.recipes import Row
     from bvbench.runner import pick_device
@@ -495,7 +494,7 @@ def evaluate_packed(file: str | Path, data_dir: str | None = None, device: str =
         raise BvbenchError(
             f"{file} predicts {manifest['num_classes']} classes but {info.display} has {info.num_classes}"
         )
-    loader = DataLoader(ds, batch_size=row.eval.batch_size, shuffle=False, num_workers=row.data.num_workers)
+    loader = eval_loader(ds, row.eval.batch_size, row.data.num_workers)
     logits, targets = predict(model.to(dev), loader, dev)
     metrics, _ = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
     return {

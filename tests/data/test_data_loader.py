@@ -82,3 +82,22 @@ def test_distributed_sampler(fake_train, tmp_path: Path) -> None:
         assert not ev.sampler.shuffle and labels(ev) == fake_train.targets
     finally:
         dist.destroy_process_group()
+
+
+def test_eval_loader_workers_leave_termination_signals_to_the_main_process() -> None:
+    """Ctrl-C / preemption signal the whole process group, also during the per-epoch evaluation: its workers
+    must keep serving so that the main process can stop at a step boundary and save."""
+    import os
+    import signal
+
+    from torch.utils.data import TensorDataset
+
+    from bvbench.data.loader import eval_loader
+
+    loader = eval_loader(TensorDataset(torch.arange(64.0).view(64, 1)), 8, 2)
+    it = iter(loader)
+    first = [next(it), next(it)]  # one batch from each worker: both ran their init
+    for w in it._workers:  # type: ignore[attr-defined]
+        os.kill(w.pid, signal.SIGTERM)
+    batches = first + list(it)
+    assert torch.equal(torch.cat([b[0] for b in batches]).view(-1), torch.arange(64.0))
