@@ -132,6 +132,12 @@ class AugmentConfig(Strict):
     mixup: float = Field(0.0, ge=0)
     cutmix: float = Field(0.0, ge=0)
 
+    @property
+    def random(self) -> bool:
+        """Whether the per-image transform draws anything at random (mixup and cutmix act on batches)."""
+        return bool(self.hflip or self.random_crop or self.randaugment or self.color_jitter > 0
+                    or self.random_erasing > 0)
+
 
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=0)

@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 ENV_VAR = "BVBENCH_DATA"
+CACHE_BYTES = 64 * 2**20
+"""Splits whose transformed tensors fit in this many bytes and do not change between epochs are kept in memory."""
 
 
 def data_root(cli_dir: str | Path | None = None) -> Path:
@@ -78,6 +80,10 @@ def build_dataset(
         transform = train_transform(info, size, augment)
     else:
         transform = eval_transform(info, size)
+    random = split == "train" and augment is not None and augment.random
     n = cfg.train_subset if split == "train" else cfg.test_subset
     indices = stratified_subset(source.targets, n, seed) if n is not None else None
-    return ImageDataset(source, transform, info, indices), info
+    count = len(source.targets) if indices is None else len(indices)
+    # A deterministic transform of a small split gives the same tensor every epoch: keep it (digits, fake).
+    cache = not random and count * 3 * size * size * 4 <= CACHE_BYTES
+    return ImageDataset(source, transform, info, indices, cache=cache), info

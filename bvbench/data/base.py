@@ -85,11 +85,14 @@ class ImageDataset(Dataset):
         transform: Callable[[Image.Image], torch.Tensor],
         info: DatasetInfo,
         indices: Sequence[int] | np.ndarray | None = None,
+        cache: bool = False,
     ) -> None:
         self.source = source
         self.transform = transform
         self.info = info
         self.indices = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+        # cache=True: the transform is deterministic, so each item is computed once (per process)
+        self._cache: dict[int, torch.Tensor] | None = {} if cache else None
 
     @property
     def targets(self) -> list[int]:
@@ -105,7 +108,12 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         j = int(self.indices[i])
-        return self.transform(self.source.image(j)), int(self.source.targets[j])
+        if self._cache is None:
+            return self.transform(self.source.image(j)), int(self.source.targets[j])
+        x = self._cache.get(j)
+        if x is None:
+            x = self._cache[j] = self.transform(self.source.image(j))
+        return x, int(self.source.targets[j])
 
     def __repr__(self) -> str:
         return f"ImageDataset({self.info.display!r}, {len(self)} images, source={self.info.source!r})"

@@ -101,3 +101,21 @@ def test_eval_loader_workers_leave_termination_signals_to_the_main_process() -> 
         os.kill(w.pid, signal.SIGTERM)
     batches = first + list(it)
     assert torch.equal(torch.cat([b[0] for b in batches]).view(-1), torch.arange(64.0))
+
+
+def test_small_deterministic_splits_are_kept_in_memory_with_the_same_values() -> None:
+    """digits without random augmentation: each item is transformed once; a random transform never is cached."""
+    from bvbench.data import data_root
+
+    cfg = DataConfig(name="digits", img_size=16, num_workers=0)
+    still = AugmentConfig(hflip=False, random_crop=False)
+    ds, _ = build_dataset(cfg, data_root(None), "train", augment=still, seed=0)
+    plain = [ds[i][0].clone() for i in range(5)]
+    assert ds._cache is not None and len(ds._cache) == 5
+    assert all(torch.equal(ds[i][0], plain[i]) for i in range(5)) and len(ds._cache) == 5
+    ds.transform = None  # served from memory: the transform is not called again
+    assert torch.equal(ds[3][0], plain[3])
+    moving, _ = build_dataset(cfg, data_root(None), "train", augment=AugmentConfig(hflip=True), seed=0)
+    assert moving._cache is None
+    test, _ = build_dataset(cfg, data_root(None), "test")
+    assert test._cache is not None
