@@ -157,12 +157,16 @@ def find_runs(results: Path, recipe: str, row: str | None = None, finished: bool
     return sorted(runs, key=lambda r: (r.path / "config.yaml").stat().st_mtime)
 
 
-def find_identical_run(results: Path, run_id: str, exclude: Path | None = None) -> RunDir | None:
+def find_identical_run(results: Path, run_id: str, exclude: Path | None = None,
+                       with_checkpoint: bool = False) -> RunDir | None:
     """A finished run with this run id anywhere under `results` (any recipe, any row): run ids hash the whole
-    resolved configuration, so such a run is the same experiment."""
+    resolved configuration, so such a run is the same experiment. `with_checkpoint`: only one that kept its
+    weights."""
+    skip = exclude.resolve() if exclude is not None else None
     for p in sorted(results.glob(f"*/*/{run_id}")):
-        if p != exclude and RunDir(p).done:
-            return RunDir(p)
+        rd = RunDir(p)
+        if p.resolve() != skip and rd.done and (not with_checkpoint or rd.checkpoint.exists()):
+            return rd
     return None
 
 
@@ -190,12 +194,9 @@ def adopt_run(src: RunDir, dst: Path, record: dict[str, Any], config: dict[str, 
         for f in src.path.iterdir():
             if f.is_file() and f.name != DONE:
                 if f.name.startswith("checkpoint"):
-                    try:
-                        os.link(f, tmp / f.name)
-                        continue
-                    except OSError:
-                        pass
-                shutil.copy2(f, tmp / f.name)
+                    link_or_copy(f, tmp / f.name)
+                else:
+                    shutil.copy2(f, tmp / f.name)
         metrics = json.loads((tmp / "metrics.json").read_text())
         metrics.update(record, run_id=dst.name, reused_from=str(src.path))
         atomic_write_json(tmp / "metrics.json", metrics)

@@ -187,15 +187,14 @@ class Runner:
         """A finished run whose checkpoint is gone (results are committed without checkpoints) is needed as a
         teacher or initialisation: train the row again, same configuration and seed, in a scratch folder next to
         it and move only the weights over. Its metrics stay as they are; `weights.json` records both results."""
-        twins = [RunDir(p.parent) for p in sorted(self.results.glob(f"*/*/{rd.path.name}/checkpoint.pt"))
-                 if RunDir(p.parent).done and p.parent.resolve() != rd.path.resolve()]
-        if twins:  # the same run id elsewhere kept (or already recovered) its weights: share them
+        twin = find_identical_run(self.results, rd.path.name, exclude=rd.path, with_checkpoint=True)
+        if twin is not None:  # the same run id elsewhere kept (or already recovered) its weights: share them
             if self.dist.main:
-                link_or_copy(twins[0].checkpoint, rd.checkpoint)
+                link_or_copy(twin.checkpoint, rd.checkpoint)
                 atomic_write_json(rd.path / "weights.json", {"linked": now(), "reason": "checkpoint.pt was missing",
-                                                             "from": str(twins[0].path)})
+                                                             "from": str(twin.path)})
             self.dist.barrier()
-            self.say(f"[yellow]  {row.name}: checkpoint.pt was missing; taken from the identical run {twins[0].path}[/]")
+            self.say(f"[yellow]  {row.name}: checkpoint.pt was missing; taken from the identical run {twin.path}[/]")
             return
         scratch = RunDir(rd.path.parent / f"{rd.path.name}.weights")
         self.say(f"[yellow]  {row.name}: its finished run {rd.path} has no checkpoint.pt (checkpoints are not kept "

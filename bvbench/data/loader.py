@@ -15,14 +15,14 @@ def seed_worker(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
-    # A signal to the whole process group (Ctrl-C, preemption) is the main process's to handle: it saves and
-    # then shuts the workers down (see bvbench.train.trainer._seed_worker).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _quiet_worker(worker_id)
 
 
 def _quiet_worker(worker_id: int) -> None:
-    """Evaluation workers: no randomness to seed, but the same signal rule as training workers."""
+    """Ctrl-C and batch-system preemption (Slurm) signal the whole process group. The main process turns the
+    signal into a checkpoint at the next step boundary and then shuts its workers down itself; a worker killed
+    by the signal first would instead make the DataLoader raise in the middle of a step. Evaluation workers
+    use this alone (nothing random to seed)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bvbench import methods
+from bvbench.data.loader import seed_worker
 from bvbench.errors import BvbenchError
 from bvbench.evaluate.metrics import predict, topk_accuracy
 from bvbench.methods.attention import attention_maps, capturable
@@ -197,7 +198,7 @@ class Trainer:
         g = torch.Generator().manual_seed(self.seed * 7919 + self.state.stage * 10_000 + epoch)
         return DataLoader(self.train_set, batch_size=bs, sampler=sampler, num_workers=nw, drop_last=self.mixup is not None,
                           pin_memory=self.device.type == "cuda", generator=g,
-                          worker_init_fn=_seed_worker if nw else None, persistent_workers=False)
+                          worker_init_fn=seed_worker if nw else None, persistent_workers=False)
 
     def steps_per_epoch(self) -> int:
         n = math.ceil(len(self.train_set) / self.dist.world)
@@ -341,17 +342,6 @@ class Trainer:
             test = f" test_top1 {rec['test_top1']:.4f}" if "test_top1" in rec else ""
             self.log(f"  {desc}: loss {rec['train_loss']:.4f} train_top1 {rec['train_top1']:.4f}{test} "
                      f"({rec['images_per_s']:.0f} img/s, {elapsed:.1f} s)")
-
-
-def _seed_worker(worker_id: int) -> None:
-    s = torch.initial_seed() % 2**32
-    np.random.seed(s)
-    random.seed(s)
-    # Ctrl-C and batch-system preemption (Slurm) signal the whole process group. The main process turns the
-    # signal into a checkpoint at the next step boundary and then shuts its workers down itself; a worker killed
-    # by the signal first would instead make the DataLoader raise in the middle of a step.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _fmt(v: Any) -> str:
