@@ -252,10 +252,10 @@ def profile(
     """Parameters, MACs, BOPs, FLOPs, OPs, sizes (and latency) of each row; no training."""
     import json
 
+    from bvbench.build import pick_device
     from bvbench.evaluate.profile import profile_row
     from bvbench.methods import METHODS
     from bvbench.recipes import load_recipe
-    from bvbench.runner import pick_device
 
     rec = load_recipe(recipe, profile_, set_ or [])
     names = rows.split(",") if rows else [r.name for r in rec.rows]

@@ -17,11 +17,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bvbench import methods
+from bvbench.build import build_row_model, methods_version, pick_device
 from bvbench.data import build_dataset, data_root
 from bvbench.data.loader import eval_loader
 from bvbench.errors import BvbenchError, InterruptedRun
 from bvbench.evaluate.metrics import classification_metrics, plot_confusion, predict, write_confusion_csv
-from bvbench.models import build_model, load_state
+from bvbench.models import build_model
 from bvbench.recipes import Recipe, Row, load_recipe
 from bvbench.results import (
     RunDir,
@@ -52,16 +53,6 @@ class RunOptions:
     seed: int | None = None
     device: str = "auto"
     resume: bool = False
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BvbenchError("--device cuda: no CUDA device is available on this machine (use --device cpu)")
-    if name not in ("cpu", "cuda"):
-        raise BvbenchError(f"--device {name!r}: choose auto, cpu or cuda")
-    return torch.device(name)
 
 
 def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
@@ -127,17 +118,6 @@ def row_identity(recipe: Recipe, row: Row, seed: int) -> dict[str, Any]:
     return ident
 
 
-METHODS_VERSION = "d6e30f6b"
-"""The version of what the quantizers and methods compute, part of every run's identity. It began as a hash of
-their sources; change it (to any new string) with every change that alters their numbers, and leave it as it
-is for changes that do not (speed, refactoring), so finished runs stay valid and are reused."""
-
-
-def methods_version() -> str:
-    """The code version of the methods in a run's identity (see `METHODS_VERSION`)."""
-    return METHODS_VERSION
-
-
 def run_id(recipe: Recipe, row: Row, seed: int) -> str:
     return f"{recipe.profile}-{row.data.name}-seed{seed}-{config_hash(row_identity(recipe, row, seed))}"
 
@@ -181,7 +161,7 @@ class Runner:
                                f"and seed {self.seed}; run it first (bvbench run {self.recipe.name} --rows {row.name})")
         if not rd.checkpoint.exists():
             self.recover_weights(row, rd)
-        return rebuild_model(row, num_classes, rd.checkpoint)
+        return build_row_model(row, num_classes, rd.checkpoint)
 
     def recover_weights(self, row: Row, rd: RunDir) -> None:
         """A finished run whose checkpoint is gone (results are committed without checkpoints) is needed as a
@@ -408,20 +388,6 @@ def load_training_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def rebuild_model(row: Row, num_classes: int, checkpoint: Path) -> nn.Module:
-    """A row's model with every stage's method applied and the checkpoint's weights loaded."""
-    model = build_model(row.model.model_copy(update={"pretrained": False, "checkpoint": None}), num_classes)
-    for stage in row.resolved_stages():
-        assert stage.method is not None
-        methods.apply(model, stage.method)
-    state = load_state(checkpoint)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise BvbenchError(f"checkpoint {checkpoint} does not match row {row.name!r}: {str(e).splitlines()[0]}") from None
-    return model
-
-
 def run_recipe(name: str, opts: RunOptions) -> tuple[Recipe, list[RunDir]]:
     recipe = load_recipe(name, opts.profile, opts.sets)
     return recipe, Runner(recipe, opts).run()
@@ -441,7 +407,7 @@ def evaluate_run(run_dir: str, data_dir: str | None = None, device: str = "auto"
     root = data_root(data_dir or cfg.get("data_dir"))
     ds, info = build_dataset(row.data, root, "test")
     loader = eval_loader(ds, row.eval.batch_size, row.data.num_workers)
-    model = rebuild_model(row, info.num_classes, rd.checkpoint).to(dev)
+    model = build_row_model(row, info.num_classes, rd.checkpoint).to(dev)
     logits, targets = predict(model, loader, dev)
     metrics, _ = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
     return {"run": str(rd.path), "data": info.display, **metrics}

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from torch.utils.data import Dataset
 
 from bvbench.data.base import DatasetInfo, ImageDataset, stratified_subset
 from bvbench.data.datasets import DATASETS, static_info
-from bvbench.data.transforms import eval_transform, train_transform
-from bvbench.recipes import AugmentConfig, DataConfig
+from bvbench.data.transforms import AugmentConfig, eval_transform, train_transform
 
 __all__ = [
     "DATASETS",
@@ -34,6 +33,18 @@ __all__ = [
     "dataset_info",
     "stratified_subset",
 ]
+
+
+
+class DataConfig(Protocol):
+    """What `build_dataset` reads from a data configuration (any object with these attributes, e.g. the recipe
+    schema's `DataConfig`; data/ never imports the schema)."""
+
+    name: str
+    img_size: int | None
+    train_subset: int | None
+    test_subset: int | None
+
 
 ENV_VAR = "BVBENCH_DATA"
 CACHE_BYTES = 64 * 2**20

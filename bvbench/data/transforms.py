@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from PIL import Image
@@ -12,10 +12,24 @@ from torchvision import transforms as T
 
 from bvbench.data.base import DatasetInfo
 from bvbench.errors import BvbenchError
-from bvbench.recipes import AugmentConfig
 
 SMALL = 64  # images up to this size: pad-and-crop, plain resize; larger: RandomResizedCrop, resize + center crop
 CROP_PCT = 0.875
+
+
+
+class AugmentConfig(Protocol):
+    """What the train transform reads (any object with these attributes, e.g. the recipe schema's
+    `AugmentConfig`; data/ never imports the schema)."""
+
+    hflip: bool
+    random_crop: bool
+    randaugment: str | None
+    color_jitter: float
+    random_erasing: float
+
+    @property
+    def random(self) -> bool: ...
 
 
 def _resize(info: DatasetInfo, size: int) -> list[Callable]:

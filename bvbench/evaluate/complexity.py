@@ -14,8 +14,8 @@ Conventions (checked against the papers' tables, see ``tests/evaluate/test_compl
   are the real-valued OPs / 8 / 16 / 32; ``b_w * b_a / 64`` would give / 4 / 7.1 / 16 and does not match).
 * **FLOPs** = MACs of the real-valued products + the element-wise real work that quantized products need,
   priced by a :class:`CostModel` (named presets in :data:`CONVENTIONS`). Work common to real and binary models
-  (LayerNorm, GELU, residual adds, and the softmax of real attention) is never counted, exactly like Eq. 37 of
-  GSB / the real-valued rows of both tables, which count only the products.
+  (LayerNorm, GELU, residual adds, and the softmax of real attention) is never counted, exactly like GSB Eq. 37 and
+  the real-valued rows of both tables, which count only the products.
 
   - ``"bi-vit"`` (default): 1 FLOP per activation element quantized at the input of a quantized Linear/Conv,
     nothing else. With every Linear/Conv (patch embedding and head included, although the paper says they are
@@ -57,15 +57,15 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from bvbench.quant.base import FULL, Precision
+from bvbench.models import unfused_attention
+from bvbench.quant.base import FULL, AttentionPrecision, Precision
 
 __all__ = [
     "CONVENTIONS",
@@ -175,30 +175,6 @@ def theoretical_size(model: nn.Module, *, include_buffers: bool = False,
 # ------------------------------------------------------------------------------------------- fvcore
 
 
-@contextmanager
-def unfused_attention(model: nn.Module | None = None) -> Iterator[None]:
-    """Turn timm's fused attention off (globally and on ``model``'s built modules), restore it on exit.
-
-    Fused attention (``F.scaled_dot_product_attention``) hides ``q @ k^T`` and ``attn @ v`` from fvcore.
-    """
-    import timm.layers.config as timm_config
-
-    saved_flag = timm_config._USE_FUSED_ATTN
-    saved_modules: list[tuple[nn.Module, Any]] = []
-    timm_config._USE_FUSED_ATTN = 0
-    if model is not None:
-        for module in model.modules():
-            if isinstance(getattr(module, "fused_attn", None), bool):
-                saved_modules.append((module, module.fused_attn))
-                module.fused_attn = False
-    try:
-        yield
-    finally:
-        timm_config._USE_FUSED_ATTN = saved_flag
-        for module, value in saved_modules:
-            module.fused_attn = value
-
-
 def _example_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
     shape = tuple(input_shape)
     if len(shape) == 3:
@@ -235,21 +211,6 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
 
 
 # --------------------------------------------------------------------------------- precision-aware
-
-
-@dataclass(frozen=True)
-class AttentionPrecision:
-    """Bits of the two attention products of one attention module (set as ``attn.attn_precision``).
-
-    ``qk``: ``Precision(weight_bits=bits of k, act_bits=bits of q)``; ``av``: ``Precision(weight_bits=bits of
-    V, act_bits=bits of A)``. ``k_att`` / ``k_v``: number of GSB extra masks on A / on V (0 = plain
-    binarization); a binary ``A.V`` then costs ``(k_att + 1) * (k_v + 1)`` binary products.
-    """
-
-    qk: Precision = FULL
-    av: Precision = FULL
-    k_att: int = 0
-    k_v: int = 0
 
 
 @dataclass(frozen=True)

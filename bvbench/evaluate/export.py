@@ -40,8 +40,16 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from bvbench.build import build_row_model, methods_version, pick_device
+from bvbench.data import build_dataset, data_root
+from bvbench.data.loader import eval_loader
 from bvbench.errors import BvbenchError
-from bvbench.quant.base import SCALE_MIN, Precision, Quantizer
+from bvbench.evaluate.complexity import theoretical_size
+from bvbench.evaluate.metrics import classification_metrics, predict
+from bvbench.models import build_model, load_state
+from bvbench.quant.base import Precision, Quantizer
+from bvbench.recipes.schema import Row
+from bvbench.results import atomic_torch_save, now
 
 __all__ = [
     "FORMAT",
@@ -129,14 +137,6 @@ def unpack_ternary(packed: Tensor, count: int) -> Tensor:
 # ------------------------------------------------------------------------------------------ weights
 
 
-def _lsq_step(q: nn.Module, w: Tensor) -> Tensor:
-    """The step size an `LSQ` weight quantizer multiplies its codes by in forward (same fp32 operations)."""
-    g = 1.0 / (w.numel() * q.qp) ** 0.5  # type: ignore[operator]
-    s = q.scale.detach().clamp_min(SCALE_MIN)  # type: ignore[union-attr]
-    s = (s - s * g) + s * g
-    return q._shaped(s, w)  # type: ignore[operator]
-
-
 def _scale_candidates(mag: Tensor) -> Iterator[Tensor]:
     """One scale for the tensor, then one per output channel (shape [out, 1, ...])."""
     yield mag.amax().reshape(())
@@ -148,13 +148,12 @@ def split_weight(quantizer: nn.Module, weight: Tensor) -> tuple[str, Tensor, Ten
     """(kind, codes, fp32 scale) with `codes * scale` equal to `quantizer(weight)`, or None when that output
     is not representable that way (the caller then stores it dequantized). `codes`: bool for ``bits1``
     (True = +1), int8 in {-1, 0, 1} for ``bits2``, int8 for ``bits8`` (LSQ)."""
-    from bvbench.methods.quantizers import LSQ
-
     with torch.no_grad():
         wq = quantizer(weight.detach()).float()
         bits = getattr(getattr(quantizer, "precision", None), "weight_bits", 32)
-        if isinstance(quantizer, LSQ):
-            step = _lsq_step(quantizer, weight.detach())
+        step_of = getattr(quantizer, "step", None)
+        step = step_of(weight.detach()) if callable(step_of) else None
+        if step is not None:  # integer codes times a step size (LSQ)
             codes = torch.round(wq / step)
             if bool((codes < -128).any() or (codes > 127).any()):
                 return None
@@ -227,8 +226,6 @@ def _plain_kind(t: Tensor, half: bool) -> str:
 
 def _num_classes(row: Any, state: dict[str, Tensor]) -> int:
     """The class count the run's model was built with, read off its checkpoint (no data set needed)."""
-    from bvbench.models import build_model
-
     if row.model.num_classes:
         return int(row.model.num_classes)
     with torch.device("meta"):  # shapes only: no memory, no weight initialisation work
@@ -248,8 +245,6 @@ def _num_classes(row: Any, state: dict[str, Tensor]) -> int:
 
 
 def _read_run(run_dir: str | Path) -> tuple[dict[str, Any], Any, Path]:
-    from bvbench.recipes import Row
-
     path = Path(run_dir)
     cfg_path, ckpt = path / "config.yaml", path / "checkpoint.pt"
     if not cfg_path.is_file():
@@ -271,14 +266,9 @@ def export_run(run_dir: str | Path, out_file: str | Path, *, half: bool = False)
     ``packed_layers`` and ``dequantized_layers`` (quantized weights stored as fp32 because codes * scale
     could not reproduce them exactly).
     """
-    from bvbench.evaluate.complexity import theoretical_size
-    from bvbench.models import load_state
-    from bvbench.results import atomic_torch_save, now
-    from bvbench.runner import methods_version, rebuild_model
-
     cfg, row, ckpt = _read_run(run_dir)
     num_classes = _num_classes(row, load_state(ckpt))
-    model = rebuild_model(row, num_classes, ckpt).eval()
+    model = build_row_model(row, num_classes, ckpt).eval()
     blobs = _Blobs()
     entries: list[dict[str, Any]] = []
     skip: set[str] = set()
@@ -424,10 +414,6 @@ def load_packed(file: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     Rebuilds the row's model (random init, every stage's method applied), makes each packed layer's weight
     quantizer `Dequantized` and loads the unpacked weights; any inconsistency is a BvbenchError."""
-    from bvbench import methods
-    from bvbench.models import build_model
-    from bvbench.recipes import Row
-
     path = Path(file)
     obj = _read_file(path)
     manifest, blobs = obj["manifest"], obj.get("blobs")
@@ -454,10 +440,7 @@ def load_packed(file: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise corrupt(f"bad manifest ({type(e).__name__}: {e})") from None
 
-    model = build_model(row.model.model_copy(update={"pretrained": False, "checkpoint": None}), num_classes)
-    for stage in row.resolved_stages():
-        assert stage.method is not None
-        methods.apply(model, stage.method)
+    model = build_row_model(row, num_classes)
     state: dict[str, Tensor] = {}
     try:
         for entry in entries:
@@ -480,12 +463,6 @@ def load_packed(file: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def evaluate_packed(file: str | Path, data_dir: str | None = None, device: str = "auto") -> dict[str, Any]:
     """Evaluate a packed model file on its run's test split (`bvbench eval FILE`), like `evaluate_run`."""
-    from bvbench.data import build_dataset, data_root
-    from bvbench.data.loader import eval_loader
-    from bvbench.evaluate.metrics import classification_metrics, predict
-    from bvbench.recipes import Row
-    from bvbench.runner import pick_device
-
     model, manifest = load_packed(file)
     row = Row.model_validate(manifest["row"])
     dev = pick_device(device)

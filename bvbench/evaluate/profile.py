@@ -7,11 +7,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from bvbench import methods
+from bvbench.build import build_row_model
 from bvbench.data import dataset_info
-from bvbench.evaluate.complexity import count_complexity, count_macs, unfused_attention
-from bvbench.models import build_model, load_state
-from bvbench.recipes import MethodSpec, Recipe, Row
+from bvbench.evaluate.complexity import count_complexity, count_macs
+from bvbench.evaluate.latency import measure_latency
+from bvbench.models import unfused_attention
+from bvbench.recipes.schema import MethodSpec, Recipe, Row
 
 
 def input_shape(row: Row) -> tuple[int, int, int]:
@@ -19,14 +20,9 @@ def input_shape(row: Row) -> tuple[int, int, int]:
     return (3, size, size)
 
 
-def converted_model(row: Row, num_classes: int) -> nn.Module:
-    """The row's model, every stage's method applied, random weights (no download)."""
-    with unfused_attention():
-        model = build_model(row.model.model_copy(update={"pretrained": False, "checkpoint": None}), num_classes)
-    for stage in row.resolved_stages():
-        assert stage.method is not None
-        methods.apply(model, stage.method)
-    return model.eval()
+def converted_model(row: Row, num_classes: int, checkpoint: str | None = None) -> nn.Module:
+    """The row's model, every stage's method applied, random weights (no download) or `checkpoint`'s."""
+    return build_row_model(row, num_classes, checkpoint, unfused=True).eval()
 
 
 def fp_macs(row: Row, num_classes: int) -> int:
@@ -60,14 +56,10 @@ def profile_row(recipe: Recipe, row: Row, *, checkpoint: str | None = None, late
                 device: torch.device | None = None, threads: int | None = None) -> dict[str, Any]:
     """Everything `bvbench profile` reports for one row."""
     info = dataset_info(row.data.name)
-    model = converted_model(row, info.num_classes)
-    if checkpoint:
-        model.load_state_dict(load_state(checkpoint))
+    model = converted_model(row, info.num_classes, checkpoint or None)
     out = {"row": row.name, "label": row.label, "model": row.model.name, "method": row.method.name,
            "input": list(input_shape(row)), **complexity_metrics(model, row, fp_macs(row, info.num_classes))}
     if latency:
-        from bvbench.evaluate.latency import measure_latency
-
         dev = device or torch.device("cpu")
         out["latency"] = measure_latency(model.to(dev), input_shape(row), device=dev, threads=threads,
                                          mode="fake-quantized" if row.method.name != "fp" else "fp32")

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from bvbench.methods.base import METHODS, OPTIONS, MethodFn, register_method, validate_options
-from bvbench.recipes import MethodSpec
+from bvbench.recipes.schema import MethodSpec
 
 
 class FPOptions(BaseModel):

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from torch import nn
 
 from bvbench.errors import BvbenchError
+from bvbench.methods.convert import apply_plan
 from bvbench.registry import Registry, suggest
 
 MethodFn = Callable[[nn.Module, dict[str, Any]], nn.Module]
@@ -39,8 +40,6 @@ def register_method(name: str, options: type[BaseModel], **meta: Any) -> Callabl
     applies the plan in place and returns the model."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        from bvbench.methods.convert import apply_plan
-
         def convert(model: nn.Module, opts: dict[str, Any]) -> nn.Module:
             o = validate_options(name, options, opts)
             apply_plan(model, fn(model, o), name)

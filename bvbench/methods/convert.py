@@ -16,10 +16,10 @@ from typing import Any
 from torch import nn
 
 from bvbench.errors import BvbenchError
-from bvbench.methods.attention import QAttention, attention_family, to_qattention
-from bvbench.methods.quantizers import QConv2d
+from bvbench.quant import QConv2d
 from bvbench.quant.base import FULL, Precision
 from bvbench.quant.linear import QLinear
+from bvbench.quant.qattention import QAttention, attention_family, to_qattention
 
 LINEAR_PARTS = ("qkv", "proj", "fc1", "fc2")
 ATTN_PARTS = ("q", "k", "v", "attn")

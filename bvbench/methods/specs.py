@@ -14,8 +14,8 @@ from torch import nn
 from bvbench.errors import BvbenchError
 from bvbench.methods.base import register_method
 from bvbench.methods.convert import AttnPart, LinearPart, Plan, Q, apply_plan
-from bvbench.methods.quantizers import LSQ, HeadElastic, XnorAct
 from bvbench.quant import (
+    LSQ,
     AbsMax,
     ApproxSign,
     BiBERTAttention,
@@ -25,11 +25,14 @@ from bvbench.quant import (
     GSBAttention,
     GSBBaseline,
     GSBValue,
+    HeadElastic,
     LearnableScaleBinarizer,
+    RectifiedLSF,
     SignAct,
     SignWeight,
     SoftmaxAwareBinarizer,
     TernaryWeight,
+    XnorAct,
 )
 
 BitsMLP = Literal["1/1", "1/32", "32/1", "32/32"]  # W/A; "32/1": binary inputs, real weights (TS stage 1)
@@ -83,7 +86,7 @@ class NoOptions(Options):
 
 def _bireal_plan() -> Plan:
     lin = LinearPart(Q(BiRealWeight), Q(ApproxSign))
-    # Bi-ViT Eq. 2 with sign and the clipped STE 1[|x| <= 1] (Eq. 7) for q, k, V; the non-negative map A is
+    # Bi-ViT Eq. 2 with sign and the clipped STE 1[|x| <= 1] (Bi-ViT Eq. 7) for q, k, V; the non-negative map A is
     # binarized without a scale: clip(round(A), 0, 1), STE 1[0 <= A <= 1] (the "non-scaled" baseline, Sec. 3.3).
     att = AttnPart(q=Q(SignAct), k=Q(SignAct), v=Q(SignAct), attn=Q(GSBBaseline, scaled=False), attn_on="probs")
     return Plan(linears=dict.fromkeys(("qkv", "proj", "fc1", "fc2"), lin), attention=att)
@@ -97,14 +100,14 @@ def bireal(model: nn.Module, o: NoOptions) -> Plan:
 
 
 class BiViTLSFOptions(Options):
-    lsf: bool = Field(True, description="learnable head-wise scaling factors for q, k, V and A (Eq. 9-11)")
+    lsf: bool = Field(True, description="learnable head-wise scaling factors for q, k, V and A (Bi-ViT Eq. 9-11)")
     variant: Literal["paper", "code"] = Field("paper", description="code: LSF with the public code's zero point")
 
 
 @register_method("bi-vit", BiViTLSFOptions, paper="Bi-ViT (Li et al.)", bits="1-1")
 def bi_vit(model: nn.Module, o: BiViTLSFOptions) -> Plan:
-    """Bi-ViT: the Bi-Real linears plus, with `lsf`, alpha_h sign(x / alpha_h) per head for q, k, V (Eq. 9-10)
-    and alpha_h clip(round(A / alpha_h), 0, 1) for the softmax map; gradient clip range |x| <= alpha_h (Eq. 11).
+    """Bi-ViT: the Bi-Real linears plus, with `lsf`, alpha_h sign(x / alpha_h) per head for q, k, V (Bi-ViT Eq. 9-10)
+    and alpha_h clip(round(A / alpha_h), 0, 1) for the softmax map; gradient clip range |x| <= alpha_h (Bi-ViT Eq. 11).
     Ranking-aware distillation is a loss (distill kind `ranking`), not part of the method."""
     plan = _bireal_plan()
     if o.lsf:
@@ -123,10 +126,10 @@ class BiBERTOptions(Options):
 
 
 class BiViTOptions(BiBERTOptions):
-    sab: bool = Field(True, description="Softmax-aware Binarization of A (Eq. 10-12); false: BiBERT Bool")
+    sab: bool = Field(True, description="Softmax-aware Binarization of A (BiViT Eq. 10-12); false: BiBERT Bool")
     learnable_scale_attn: bool = Field(True, description="learnable channel scales of qkv/proj weights")
     learnable_scale_mlp: bool = Field(False, description="learnable channel scales of fc1/fc2 weights")
-    beta: float = Field(0.25, gt=0, le=1, description="SAB threshold T = beta * rowmax P (Eq. 11)")
+    beta: float = Field(0.25, gt=0, le=1, description="SAB threshold T = beta * rowmax P (BiViT Eq. 11)")
 
 
 def _bivit_family(o: BiBERTOptions, sab: bool, ls_attn: bool, ls_mlp: bool, beta: float) -> Plan:
@@ -160,7 +163,7 @@ def bibert(model: nn.Module, o: BiBERTOptions) -> Plan:
 
 @register_method("bivit", BiViTOptions, paper="BiViT (He et al.)", bits="1-1 / 1-32")
 def bivit(model: nn.Module, o: BiViTOptions) -> Plan:
-    """BiViT: SAB on the attention (A_b = 1[P > beta rowmax P], softmax gradient, Eq. 10-12), learnable
+    """BiViT: SAB on the attention (A_b = 1[P > beta rowmax P], softmax gradient, BiViT Eq. 10-12), learnable
     channel-wise weight scales (Sec. 3.3), per-module bits. Cross-layer binarization (Sec. 3.3) is two stages:
     stage 1 `mlp_bits: "32/32"` (attention only), stage 2 `mlp_bits: "1/32"` or `"1/1"` (the attention
     quantizers and their learned scales carry over)."""
@@ -195,16 +198,6 @@ class QViTOptions(Options):
     pass
 
 
-class RectifiedLSF(LearnableScaleBinarizer):
-    """Q-ViT's information rectification before binarizing q and k: parameter-free LayerNorm over head_dim,
-    then the head-wise learnable-scale sign alpha_h sign(x / alpha_h)."""
-
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        from bvbench.quant.activations import layer_norm
-
-        return super().forward(layer_norm(x))
-
-
 @register_method("q-vit-1bit", QViTOptions, paper="GSB Table I-III, Q-ViT* (Q-ViT at 1 bit with sign)", bits="1-1")
 def q_vit_1bit(model: nn.Module, o: QViTOptions) -> Plan:
     """Q-ViT* of GSB: Q-ViT's framework at 1 bit with sign replacing its quantizer. Weights alpha_c sign(W -
@@ -229,21 +222,21 @@ def _gsb_8bit(plan: Plan) -> Plan:
 
 def _gsb_stage1() -> Plan:
     """GSB two-stage training, stage 1: only the MLP weights binarized (sign, mean|W| scale), no activation
-    quantization (IMPLEMENTATION-NOTES, GSB)."""
+    quantization (GSB two-stage training)."""
     w = Q(SignWeight)
     return _gsb_8bit(Plan(linears={"fc1": LinearPart(w), "fc2": LinearPart(w)}))
 
 
 class GSBBaselineOptions(Options):
     stage: Literal[1, 2] = Field(2, description="1: only MLP weights binarized (two-stage training); 2: all")
-    attn_scale: Literal["eq2", "eq8"] = Field("eq8", description="scale of A: mean|A| (Eq. 2) or Eq. 8 w/ switch")
+    attn_scale: Literal["eq2", "eq8"] = Field("eq8", description="scale of A: mean|A| (GSB Eq. 2) or GSB Eq. 8 w/ switch")
 
 
 @register_method("gsb-baseline", GSBBaselineOptions, paper="GSB Sec. III (Ours-baseline)", bits="1-1")
 def gsb_baseline(model: nn.Module, o: GSBBaselineOptions) -> Plan:
-    """GSB baseline: weights mean|W| sign(W - mean W), identity STE (Eq. 2, 6); linear inputs XNOR statistics
-    beta sign(x - a_mu) (type-B) or beta clip(round(x / beta), 0, 1) at fc2 (type-A, Eq. 3); q, k sign; V
-    beta sign(V); A gamma clip(round(A / gamma), 0, 1) with gamma of Eq. 2 or Eq. 8 (Eq. 7-8)."""
+    """GSB baseline: weights mean|W| sign(W - mean W), identity STE (GSB Eq. 2, 6); linear inputs XNOR statistics
+    beta sign(x - a_mu) (type-B) or beta clip(round(x / beta), 0, 1) at fc2 (type-A, GSB Eq. 3); q, k sign; V
+    beta sign(V); A gamma clip(round(A / gamma), 0, 1) with gamma of GSB Eq. 2 or GSB Eq. 8 (GSB Eq. 7-8)."""
     if o.stage == 1:
         return _gsb_stage1()
     w = Q(SignWeight)
@@ -254,8 +247,8 @@ def gsb_baseline(model: nn.Module, o: GSBBaselineOptions) -> Plan:
 
 
 class GSBOptions(Options):
-    gsb_att: bool = Field(True, description="GSB on the attention map (Eq. 9-25); false: baseline Eq. 7-8")
-    gsb_v: bool = Field(True, description="GSB on V (Eq. 26-34); false: elastic sign with a [H,1,d] bias")
+    gsb_att: bool = Field(True, description="GSB on the attention map (GSB Eq. 9-25); false: baseline GSB Eq. 7-8")
+    gsb_v: bool = Field(True, description="GSB on V (GSB Eq. 26-34); false: elastic sign with a [H,1,d] bias")
     k_att: int = Field(2, ge=0, le=8, description="extra masks on A (Table VI k_a)")
     k_v: int = Field(2, ge=0, le=8, description="extra masks on V (Table VI k_v)")
     act_type_a: Literal["round", "sign"] = Field("round", description="fc2 input: round-clip (type-A) or sign")
@@ -265,9 +258,9 @@ class GSBOptions(Options):
 
 @register_method("gsb", GSBOptions, paper="GSB (Gao et al.)", bits="1-1")
 def gsb(model: nn.Module, o: GSBOptions) -> Plan:
-    """GSB: weights as the baseline; linear inputs a sign(x - b) (learnable a, per-feature b; Eq. 4-5) or
+    """GSB: weights as the baseline; linear inputs a sign(x - b) (learnable a, per-feature b; GSB Eq. 4-5) or
     a clip(round((x - b)/a), 0, 1) at fc2 (type-A); q, k a sign(x - b) with b [H, 1, d]; A by GSB (a0
-    clip(round(A_ret / a0), 0, 1) + sum_i a_i M_i, Eq. 10-13) and V by GSB (sum_i b_i sign(V0) M_i, Eq. 26-27)."""
+    clip(round(A_ret / a0), 0, 1) + sum_i a_i M_i, GSB Eq. 10-13) and V by GSB (sum_i b_i sign(V0) M_i, GSB Eq. 26-27)."""
     if o.stage == 1:
         return _gsb_stage1()
     w = Q(SignWeight)

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from bvbench.errors import BvbenchError
-from bvbench.recipes import ModelConfig
 from bvbench.registry import suggest
 
 TORCHVISION_MODELS = ("resnet18", "resnet50", "vgg16", "vgg16_bn")
 TIMM_OVERRIDES = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
+
+
+class ModelConfig(Protocol):
+    """What the builders read from a model configuration (any object with these attributes, e.g. the recipe
+    schema's `ModelConfig`; models/ never imports the schema)."""
+
+    name: str
+    source: str
+    pretrained: bool
+    checkpoint: str | None
+    img_size: int | None
+    patch_size: int | None
+    embed_dim: int | None
+    depth: int | None
+    num_heads: int | None
+    mlp_ratio: float | None
+    drop_path_rate: float
+    num_classes: int | None
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -103,3 +123,27 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
 def is_distilled(model: nn.Module) -> bool:
     """True for DeiT models with a distillation token (two heads)."""
     return hasattr(model, "set_distilled_training") and hasattr(model, "head_dist")
+
+
+@contextmanager
+def unfused_attention(model: nn.Module | None = None) -> Iterator[None]:
+    """Turn timm's fused attention off (globally and on ``model``'s built modules), restore it on exit.
+
+    Fused attention (``F.scaled_dot_product_attention``) hides ``q @ k^T`` and ``attn @ v`` from fvcore.
+    """
+    import timm.layers.config as timm_config
+
+    saved_flag = timm_config._USE_FUSED_ATTN
+    saved_modules: list[tuple[nn.Module, Any]] = []
+    timm_config._USE_FUSED_ATTN = 0
+    if model is not None:
+        for module in model.modules():
+            if isinstance(getattr(module, "fused_attn", None), bool):
+                saved_modules.append((module, module.fused_attn))
+                module.fused_attn = False
+    try:
+        yield
+    finally:
+        timm_config._USE_FUSED_ATTN = saved_flag
+        for module, value in saved_modules:
+            module.fused_attn = value

@@ -120,3 +120,38 @@ class Elastic(LazyInit):
         alpha = self.alpha.clamp_min(SCALE_MIN)
         fn = ScaledSign if self.signed else ScaledRoundClip
         return fn.apply(x - self.offset, alpha, 1.0)
+
+
+@QUANTIZERS.register("xnor_act", kind="activation", bits=1, paper="GSB Eq. 1-5 (baseline, XNOR-Net statistics)")
+class XnorAct(Quantizer):
+    """GSB baseline activation binarizer with XNOR-Net statistics (GSB Eq. 1-2), no learnable parameter.
+
+    signed (type-B, GSB Eq. 4): `beta * sign(x - a_mu)` with a_mu = mean(x), beta = mean|x - a_mu| (per sample when
+    `center`, else a_mu = 0); backward (GSB Eq. 5) dx = g * 1[|x - a_mu| / beta <= 1].
+    unsigned (type-A, GSB Eq. 3): `beta * clip(round(x / beta), 0, 1)`, beta = mean|x|; backward
+    dx = g * 1[0 <= x / beta <= 1]. beta is a statistic (no gradient).
+    """
+
+    def __init__(self, signed: bool = True, center: bool = True) -> None:
+        super().__init__()
+        self.signed, self.center = signed, center
+        self.precision = Precision(32, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = tuple(range(1, x.dim())) if x.dim() > 1 else (0,)
+        if self.signed and self.center:
+            x = x - x.detach().mean(dim=dims, keepdim=True)
+        beta = x.detach().abs().mean(dim=dims, keepdim=True).clamp_min(SCALE_MIN)
+        if self.signed:
+            return ScaledSign.apply(x, beta, 0.0)
+        return ScaledRoundClip.apply(x, beta, 0.0)
+
+
+@QUANTIZERS.register("head_elastic", kind="activation", bits=1, paper="GSB Eq. 4-5, 29 (q, k with a head-wise bias)")
+class HeadElastic(Elastic):
+    """GSB's q / k binarizer: `a * sign(x - b)` with a learnable bias b of shape [H, 1, d] (init 0) and a
+    learnable scalar scale a (init 2 mean|x|, GSB Eq. 4-5, 29); x is [B, H, N, d]."""
+
+    def __init__(self, num_heads: int, head_dim: int) -> None:
+        super().__init__(signed=True)
+        self.offset = nn.Parameter(torch.zeros(num_heads, 1, head_dim))

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import Function
 
+from bvbench.quant.activations import layer_norm
 from bvbench.quant.base import SCALE_MIN, LazyInit, Precision, Quantizer, ge, gt
 from bvbench.quant.registry import QUANTIZERS
 from bvbench.quant.ste import ScaledRoundClip, ScaledSign
@@ -47,8 +48,8 @@ class BiBERTAttention(Quantizer):
 
 def optimal_threshold(p: Tensor, iters: int = 5, beta: float = 0.25) -> tuple[Tensor, Tensor, Tensor]:
     """BiViT Eq. 6-10: block coordinate descent per row of `p` for the 1-bit basis v and code b in {0, 1}:
-    v = x.b / ||b||^2 (Eq. 8), T = v / 2 (Eq. 9), b = Bool(x - T) (Eq. 10), `iters` rounds. The paper gives
-    no start; we start from b = Bool(x - beta max x) (Eq. 11), so the error never exceeds scaled SAB's.
+    v = x.b / ||b||^2 (BiViT Eq. 8), T = v / 2 (BiViT Eq. 9), b = Bool(x - T) (BiViT Eq. 10), `iters` rounds. The paper gives
+    no start; we start from b = Bool(x - beta max x) (BiViT Eq. 11), so the error never exceeds scaled SAB's.
     BCD reaches a local optimum. Returns (b, v, T), v and T with a trailing dim of 1."""
     b = gt(p, beta * p.amax(dim=-1, keepdim=True))
     v = t = p.new_zeros(p.shape[:-1] + (1,))
@@ -74,13 +75,13 @@ class _SABFunction(Function):
         return p * (g - (g * p).sum(dim=-1, keepdim=True)), None
 
 
-@QUANTIZERS.register("sab", kind="attention", bits=1, paper="BiViT Softmax-aware Binarization (Eq. 6-12)")
+@QUANTIZERS.register("sab", kind="attention", bits=1, paper="BiViT Softmax-aware Binarization (BiViT Eq. 6-12)")
 class SoftmaxAwareBinarizer(Quantizer):
-    """BiViT SAB on pre-softmax scores [B, H, N, N]: P = softmax(scores), per row T = beta * max P (Eq. 11),
-    A_b = Bool(P - T) = 1[P > T] (Eq. 10) in {0, 1}, not rescaled; backward is softmax's gradient (Eq. 12).
+    """BiViT SAB on pre-softmax scores [B, H, N, N]: P = softmax(scores), per row T = beta * max P (BiViT Eq. 11),
+    A_b = Bool(P - T) = 1[P > T] (BiViT Eq. 10) in {0, 1}, not rescaled; backward is softmax's gradient (BiViT Eq. 12).
 
-    `threshold="optimal"` uses the block-coordinate-descent T of Eq. 6-10 (`iters` rounds, for analysis);
-    `scale=True` multiplies by the per-row basis v = P.b / ||b||^2 (Eq. 8; Table 1 rows with scales).
+    `threshold="optimal"` uses the block-coordinate-descent T of BiViT Eq. 6-10 (`iters` rounds, for analysis);
+    `scale=True` multiplies by the per-row basis v = P.b / ||b||^2 (BiViT Eq. 8; Table 1 rows with scales).
     `variant="code"`: 1[P >= T] as in the public code. `target` is softmax(scores).
     """
 
@@ -118,11 +119,11 @@ class SoftmaxAwareBinarizer(Quantizer):
         return x.softmax(dim=-1)
 
 
-@QUANTIZERS.register("lsf", kind="attention", bits=1, paper="Bi-ViT learnable head-wise scaling (Eq. 9-11)")
+@QUANTIZERS.register("lsf", kind="attention", bits=1, paper="Bi-ViT learnable head-wise scaling (Bi-ViT Eq. 9-11)")
 class LearnableScaleBinarizer(LazyInit):
     """Bi-ViT LSF: per head alpha_h, `alpha_h * sign(x / alpha_h)` for q, k, v ([B, H, N, d], `signed=True`).
 
-    Backward (Eq. 11): dx = g * 1[|x| <= alpha_h]; dalpha_h = sum g (sign(x) - x/alpha_h 1[|x| <= alpha_h])
+    Backward (Bi-ViT Eq. 11): dx = g * 1[|x| <= alpha_h]; dalpha_h = sum g (sign(x) - x/alpha_h 1[|x| <= alpha_h])
     (the same STE applied to alpha, as GSB Eq. 29). For the attention map A >= 0 ([B, H, N, N], `signed=False`)
     sign would give all ones, so it uses `alpha_h * clip(round(A / alpha_h), 0, 1)` with clip range
     0 <= A <= alpha_h. alpha_h is initialised to 2 * mean|x| of head h on the first batch (the code's rule;
@@ -154,3 +155,12 @@ class LearnableScaleBinarizer(LazyInit):
             return fn.apply(x, alpha, 1.0)
         z = self.zero_point.view(-1, 1, 1)
         return fn.apply(x - z, alpha, 1.0) + z
+
+
+@QUANTIZERS.register("lsf_rectified", kind="attention", bits=1, paper="GSB Table I-III Q-ViT* (Q-ViT IRM + Bi-ViT LSF)")
+class RectifiedLSF(LearnableScaleBinarizer):
+    """Q-ViT's information rectification before binarizing q and k: parameter-free LayerNorm over head_dim,
+    then the head-wise learnable-scale sign alpha_h sign(x / alpha_h) (Bi-ViT Eq. 9-10)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(layer_norm(x))

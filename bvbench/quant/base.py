@@ -31,6 +31,21 @@ SCALE_MIN = 1e-5
 """Lower bound of every learnable scale (GSB code: all learnable scales clamped to >= 1e-5)."""
 
 
+@dataclass(frozen=True)
+class AttentionPrecision:
+    """Bits of the two attention products of one attention module (set as ``attn.attn_precision``).
+
+    ``qk``: ``Precision(weight_bits=bits of k, act_bits=bits of q)``; ``av``: ``Precision(weight_bits=bits of
+    V, act_bits=bits of A)``. ``k_att`` / ``k_v``: number of GSB extra masks on A / on V (0 = plain
+    binarization); a binary ``A.V`` then costs ``(k_att + 1) * (k_v + 1)`` binary products.
+    """
+
+    qk: Precision = FULL
+    av: Precision = FULL
+    k_att: int = 0
+    k_v: int = 0
+
+
 def gt(x: Tensor, t: Tensor | float) -> Tensor:
     """1[x > t] in x's dtype and shape. Comparing straight into a float tensor is one pass; `(x > t).to(dtype)`
     (a bool tensor, then a conversion) costs several times more on the CPU, and masks are most of the work of
@@ -69,6 +84,11 @@ class Quantizer(nn.Module):
     def target(self, x: Tensor) -> Tensor:
         """The real-valued tensor the output approximates (default: the input itself)."""
         return x
+
+    def step(self, x: Tensor) -> Tensor | None:
+        """For a quantizer whose output is integer codes times a step size: that step for input `x` (so
+        `forward(x) / step(x)` are the codes a packed export stores). None: not such a quantizer."""
+        return None
 
 
 class LazyInit(Quantizer):

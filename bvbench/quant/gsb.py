@@ -1,5 +1,5 @@
-"""GSB (Group Superposition Binarization): the baseline attention binarizer (Eq. 7-8), GSB on the attention
-map (Eq. 9-25) and GSB on V (Eq. 26-34). Attention maps are [B, H, N, N]; V is [B, H, N, C]."""
+"""GSB (Group Superposition Binarization): the baseline attention binarizer (GSB Eq. 7-8), GSB on the attention
+map (GSB Eq. 9-25) and GSB on V (GSB Eq. 26-34). Attention maps are [B, H, N, N]; V is [B, H, N, C]."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ def gsb_coefficients(k: int) -> list[float]:
 
 @QUANTIZERS.register("gsb_baseline", kind="attention", bits=1, paper="GSB Eq. 7-8 (baseline)")
 class GSBBaseline(Quantizer):
-    """GSB baseline on the softmax map A [B, H, N, N]: `gamma * clip(round(A / gamma), 0, 1)` (Eq. 7).
+    """GSB baseline on the softmax map A [B, H, N, N]: `gamma * clip(round(A / gamma), 0, 1)` (GSB Eq. 7).
 
-    Stage 1: gamma = mean|A| (Eq. 2). Stage 2: gamma = mean of the entries > 0.5 (Eq. 8), switched back to
-    Eq. 2 for a sample whose count of A/gamma > 0.5 is below `min_count` (default N, the token count).
+    Stage 1: gamma = mean|A| (GSB Eq. 2). Stage 2: gamma = mean of the entries > 0.5 (GSB Eq. 8), switched back to
+    GSB Eq. 2 for a sample whose count of A/gamma > 0.5 is below `min_count` (default N, the token count).
     `scaled=False` drops the scale (gamma = 1). gamma is a per-sample statistic (no gradient); backward STE
-    (Eq. 5): dA = g * 1[0 <= A/gamma <= 1]. Set `stage` to 2 for the second training stage.
+    (GSB Eq. 5): dA = g * 1[0 <= A/gamma <= 1]. Set `stage` to 2 for the second training stage.
     """
 
     def __init__(self, stage: int = 1, scaled: bool = True, min_count: int | None = None) -> None:
@@ -57,7 +57,7 @@ class GSBBaseline(Quantizer):
 
 
 class _GSBAttentionFn(Function):
-    """Forward Eq. 10-13; backward Eq. 14-20 (scale gradients averaged over H*N*N per sample).
+    """Forward GSB Eq. 10-13; backward GSB Eq. 14-20 (scale gradients averaged over H*N*N per sample).
 
     Masks are compared straight into float tensors (`gt`, `lt`): the same values as `(a > t).to(dtype)` at a
     fraction of the cost. The reductions keep the form `(g * m).sum()`: a dot product would be faster still but
@@ -78,30 +78,30 @@ class _GSBAttentionFn(Function):
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None]:
         a, alpha, rowmax = ctx.saved_tensors
         a0 = alpha[0]
-        local = lt((a - 0.5 * a0).abs_(), 0.5 * a0)  # A_0 = 1[0 < A_ret / a0 < 1], Eq. 17-18
-        galpha = [(g * gt(a, 0.5 * a0)).sum() - (g * local).mul_(a).sum() / a0]  # Eq. 14
+        local = lt((a - 0.5 * a0).abs_(), 0.5 * a0)  # A_0 = 1[0 < A_ret / a0 < 1], GSB Eq. 17-18
+        galpha = [(g * gt(a, 0.5 * a0)).sum() - (g * local).mul_(a).sum() / a0]  # GSB Eq. 14
         m = torch.empty_like(a)  # one mask buffer, reused
         for i, c in enumerate(ctx.coeffs, start=1):
             theta = c * rowmax
             torch.gt(a, theta, out=m)
-            galpha.append((g * m).sum())  # Eq. 15
-            # A_i = a_i 1[0 < A_ret - Theta_i < 1], Eq. 20; A_ret - Theta_i <= (1 - c_i) rowmax, so the upper
+            galpha.append((g * m).sum())  # GSB Eq. 15
+            # A_i = a_i 1[0 < A_ret - Theta_i < 1], GSB Eq. 20; A_ret - Theta_i <= (1 - c_i) rowmax, so the upper
             # bound holds everywhere when every rowmax < 1 / (1 - c_i) (always for softmax maps)
             if bool(((1 - c) * rowmax >= 1).any()):
                 m.mul_(lt(a, theta + 1))
             local.addcmul_(m, alpha[i])
-        return g * local, torch.stack(galpha) * ctx.grad_scale, None, None  # Eq. 16
+        return g * local, torch.stack(galpha) * ctx.grad_scale, None, None  # GSB Eq. 16
 
 
 @QUANTIZERS.register("gsb", kind="attention", bits=1, paper="GSB Eq. 9-25 (attention map)")
 class GSBAttention(LazyInit):
     """GSB on the softmax map A [B, H, N, N] -> [B, H, N, N]; needs `num_heads` (H) and `num_tokens` (N).
 
-    A_ret = A - Phi (Eq. 9; Phi learnable [H, N, N], init 0), A_bin = clip(round(A_ret / a0), 0, 1) (Eq. 11),
-    M_i = 1[A_ret > c_i * rowmax A_ret] (Eq. 12-13), output a0 A_bin + sum_i a_i M_i (Eq. 10), k masks.
-    Backward: dA_ret = g (1[0 < A_ret/a0 < 1] + sum_i a_i 1[0 < A_ret - Theta_i < 1]) (Eq. 16-20);
-    da0, da_i per Eq. 14-15, i.e. summed over the batch and divided by H*N*N. Thresholds get no gradient.
-    Scales a_0..a_k (`alpha`, clamped >= 1e-5) are initialised at the first forward by Eq. 25 (generalised
+    A_ret = A - Phi (GSB Eq. 9; Phi learnable [H, N, N], init 0), A_bin = clip(round(A_ret / a0), 0, 1) (GSB Eq. 11),
+    M_i = 1[A_ret > c_i * rowmax A_ret] (GSB Eq. 12-13), output a0 A_bin + sum_i a_i M_i (GSB Eq. 10), k masks.
+    Backward: dA_ret = g (1[0 < A_ret/a0 < 1] + sum_i a_i 1[0 < A_ret - Theta_i < 1]) (GSB Eq. 16-20);
+    da0, da_i per GSB Eq. 14-15, i.e. summed over the batch and divided by H*N*N. Thresholds get no gradient.
+    Scales a_0..a_k (`alpha`, clamped >= 1e-5) are initialised at the first forward by GSB Eq. 25 (generalised
     to k: a0 = mean|A_ret|, a0 + ... + a_i = mean of A_ret over band i = {Theta_i <= A_ret < Theta_{i+1}}).
     `variant="code"`: A_ret = A + Phi and the code's init a0 = 4 mean(A), a_i = 4 mean(A over band i).
     """
@@ -134,7 +134,7 @@ class GSBAttention(LazyInit):
         self.alpha.copy_(alpha.clamp_min(SCALE_MIN))
 
     def retarget(self, a: Tensor) -> Tensor:
-        """A_ret (Eq. 9), or A + Phi for the code variant."""
+        """A_ret (GSB Eq. 9), or A + Phi for the code variant."""
         return a + self.phi if self.variant == "code" else a - self.phi
 
     def forward(self, a: Tensor) -> Tensor:
@@ -145,7 +145,7 @@ class GSBAttention(LazyInit):
 
 
 class _GSBValueFn(Function):
-    """Forward Eq. 26-27; backward Eq. 28-32 (scale gradients averaged over H*N*C per sample). Float masks and
+    """Forward GSB Eq. 26-27; backward GSB Eq. 28-32 (scale gradients averaged over H*N*C per sample). Float masks and
     `(x * m).sum()` reductions as in `_GSBAttentionFn`."""
 
     @staticmethod
@@ -163,15 +163,15 @@ class _GSBValueFn(Function):
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None]:
         v, beta, vmax, vmin = ctx.saved_tensors
         s, absv = sign(v), v.abs()
-        local = lt(absv, beta[0])  # V_0 = 1[-1 < V0 / b0 < 1], Eq. 31
+        local = lt(absv, beta[0])  # V_0 = 1[-1 < V0 / b0 < 1], GSB Eq. 31
         gs, gv = g * s, g * v
-        gbeta = [gs.sum() - (gv * local).sum() / beta[0]]  # Eq. 29, i = 0
+        gbeta = [gs.sum() - (gv * local).sum() / beta[0]]  # GSB Eq. 29, i = 0
         for i, c in enumerate(ctx.coeffs, start=1):
             m = _outside(v, c * vmin, c * vmax)
-            local.add_(le(absv, beta[i]).mul_(m))  # V_i, Eq. 32
+            local.add_(le(absv, beta[i]).mul_(m))  # V_i, GSB Eq. 32
             inside = lt(absv, beta[i]).mul_(m)
-            gbeta.append((gs * m).sum() - (gv * inside).sum() / beta[i])  # Eq. 29 masked by M_i
-        return g * local, torch.stack(gbeta) * ctx.grad_scale, None, None  # Eq. 28, 30
+            gbeta.append((gs * m).sum() - (gv * inside).sum() / beta[i])  # GSB Eq. 29 masked by M_i
+        return g * local, torch.stack(gbeta) * ctx.grad_scale, None, None  # GSB Eq. 28, 30
 
 
 def _outside(v: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
@@ -184,10 +184,10 @@ class GSBValue(LazyInit):
     """GSB on V [B, H, N, C] -> [B, H, N, C]; needs `num_heads` (H) and `head_dim` (C).
 
     V0 = V - Omega (Omega learnable [H, 1, C], init 0), M_i = 1[V0 > c_i vmax or V0 < c_i vmin] with vmax,
-    vmin the max/min of V0 per sample (Eq. 27), output sum_i b_i sign(V0) M_i, M_0 = 1 (Eq. 26).
-    Backward: dV0 = g (1[|V0/b0| < 1] + sum_i 1[|V0/b_i| <= 1] M_i) (Eq. 30-32); db_i =
-    sum g M_i (sign(V0) - V0/b_i 1[|V0/b_i| < 1]) / (H*N*C) (Eq. 28-29). Scales `beta` (>= 1e-5)
-    are initialised at the first forward by Eq. 34 (b0 + ... + b_i = mean|V0| over band i).
+    vmin the max/min of V0 per sample (GSB Eq. 27), output sum_i b_i sign(V0) M_i, M_0 = 1 (GSB Eq. 26).
+    Backward: dV0 = g (1[|V0/b0| < 1] + sum_i 1[|V0/b_i| <= 1] M_i) (GSB Eq. 30-32); db_i =
+    sum g M_i (sign(V0) - V0/b_i 1[|V0/b_i| < 1]) / (H*N*C) (GSB Eq. 28-29). Scales `beta` (>= 1e-5)
+    are initialised at the first forward by GSB Eq. 34 (b0 + ... + b_i = mean|V0| over band i).
     """
 
     def __init__(self, num_heads: int, head_dim: int, k: int = 2) -> None:
@@ -199,7 +199,7 @@ class GSBValue(LazyInit):
         self.precision = Precision(32, 1)
 
     def masks(self, v: Tensor) -> list[Tensor]:
-        """M_1..M_k of Eq. 27 for V0 = `v` (per-sample max/min)."""
+        """M_1..M_k of GSB Eq. 27 for V0 = `v` (per-sample max/min)."""
         dims = tuple(range(1, v.dim()))
         vmax, vmin = v.amax(dim=dims, keepdim=True), v.amin(dim=dims, keepdim=True)
         return [(v > c * vmax) | (v < c * vmin) for c in self.coeffs]

@@ -81,3 +81,26 @@ def quantize_linears(model: nn.Module, make: Callable[[str, nn.Linear], QLinear 
                     setattr(module, child_name, q)
                     replaced.append(full)
     return replaced
+
+
+class QConv2d(nn.Conv2d):
+    """A Conv2d whose weight passes through `weight_quant` (GSB's 8-bit patch embedding); shares the original
+    conv's Parameters. `precision` = (weight bits, 32)."""
+
+    weight_quant: nn.Module | None
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, weight_quant: nn.Module) -> QConv2d:
+        q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,  # type: ignore[arg-type]
+                padding=conv.padding, dilation=conv.dilation, groups=conv.groups,  # type: ignore[arg-type]
+                bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta")
+        q.weight = conv.weight
+        q.bias = conv.bias
+        q.weight_quant = weight_quant
+        q.precision = Precision(weight_quant.precision.weight_bits, 32)  # type: ignore[union-attr]
+        q.train(conv.training)
+        return q
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight_quant(self.weight) if self.weight_quant is not None else self.weight
+        return self._conv_forward(x, w, self.bias)

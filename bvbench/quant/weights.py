@@ -86,7 +86,7 @@ class BiRealWeight(_ScaledWeightSign):
         super().__init__(per_channel=True, center=False, ste="clipped")
 
 
-class _IdentitySTE(Quantizer):
+class IdentityGradWeight(Quantizer):
     """Weights whose dequantized value passes the gradient unchanged (BitNet's identity STE: dW = g)."""
 
     def quantize(self, w: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -98,7 +98,7 @@ class _IdentitySTE(Quantizer):
 
 
 @QUANTIZERS.register("bitnet", kind="weight", bits=1, paper="1bit-vit-cifar10 Fig. 3-7 (BitNet)")
-class BitNetWeight(_IdentitySTE):
+class BitNetWeight(IdentityGradWeight):
     """1-bit BitLinear weight: `beta * Sign(W - alpha)`, alpha = mean W, beta = ||W||_1 / (nm),
     Sign(0) = -1 (paper's Sign); identity STE."""
 
@@ -111,7 +111,7 @@ class BitNetWeight(_IdentitySTE):
 
 
 @QUANTIZERS.register("ternary", kind="weight", bits=1.58, paper="BitNet b1.58 (1.58bit-vit-poster)")
-class TernaryWeight(_IdentitySTE):
+class TernaryWeight(IdentityGradWeight):
     """BitNet b1.58 absmean: `gamma * clip(round(W / (gamma + eps)), -1, 1)`, gamma = mean|W|;
     identity STE. Stored in 2 bits, so `precision.weight_bits == 2` (registry bits 1.58)."""
 

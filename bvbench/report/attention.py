@@ -25,8 +25,12 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from bvbench.build import build_row_model
+from bvbench.data import build_dataset, data_root
 from bvbench.errors import BvbenchError
-from bvbench.recipes import Row
+from bvbench.models import unfused_attention
+from bvbench.quant.qattention import attention_family, attention_modules
+from bvbench.recipes.schema import Row
 from bvbench.results import DONE, RunDir, atomic_write_bytes
 
 matplotlib.use("Agg")
@@ -82,8 +86,6 @@ def cls_map(attentions: list[Tensor], num_prefix: int, method: str = "rollout") 
 
 def _vit_geometry(model: nn.Module) -> tuple[int, tuple[int, int]]:
     """(number of prefix tokens, patch grid) of a ViT/DeiT; a clear error for other models."""
-    from bvbench.methods.attention import attention_family, attention_modules
-
     mods = attention_modules(model)
     if not mods:
         raise BvbenchError(f"{type(model).__name__} has no attention layers (a CNN?): there are no attention maps "
@@ -104,9 +106,6 @@ def collect_attention(model: nn.Module, x: Tensor) -> tuple[list[Tensor], Tensor
     """Every attention layer's map [B, H, N, N] (forward order) and the logits of `x`, read with forward hooks
     on each attention module's `attn_drop` (its input is the map multiplied with V); timm's fused attention is
     turned off for the pass."""
-    from bvbench.evaluate.complexity import unfused_attention
-    from bvbench.methods.attention import attention_modules
-
     maps: list[Tensor] = []
 
     def hook(_mod: nn.Module, args: tuple[Any, ...]) -> None:
@@ -189,9 +188,6 @@ def attention_figure(run_dirs: list[Path], n_images: int, out: Path, *, data_dir
     the row label and top-1) into the PNG `out`; the method is named in the figure title."""
     from torch.nn.functional import interpolate
 
-    from bvbench.data import build_dataset, data_root
-    from bvbench.runner import rebuild_model
-
     if method not in METHODS:
         raise BvbenchError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
     if not run_dirs:
@@ -214,7 +210,7 @@ def attention_figure(run_dirs: list[Path], n_images: int, out: Path, *, data_dir
 
     cols: list[tuple[LoadedRun, np.ndarray, list[int]]] = []
     for r in runs:
-        model = rebuild_model(r.row, info.num_classes, r.path / "checkpoint.pt")
+        model = build_row_model(r.row, info.num_classes, r.path / "checkpoint.pt")
         num_prefix, grid = _vit_geometry(model)
         maps, logits = collect_attention(model, x)
         heat = cls_map(maps, num_prefix, method)

@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bvbench.recipes import UNITS, PaperColumn, Recipe, Row
+from bvbench.recipes.schema import UNITS, PaperColumn, Recipe, Row
 from bvbench.report.table import latest_run
 from bvbench.results import atomic_write_bytes
 

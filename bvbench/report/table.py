@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bvbench.recipes import UNITS, PaperColumn, Recipe
+from bvbench.recipes.schema import UNITS, PaperColumn, Recipe
 from bvbench.results import RunDir, find_runs
 
 MISSING = "—"

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bvbench.recipes import DistillConfig
+from bvbench.recipes.schema import DistillConfig
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,7 @@ class ClassificationLoss(nn.Module):
     Soft: (1-alpha) CE(out, y) + alpha tau^2 KL(teacher || student).
     Distribution: (1-alpha) CE(cls, y) + alpha distribution_loss(dist, teacher) (ReActNet, BiViT).
     Ranking (Bi-ViT Eq. 14): the hard loss + lam * ranking_loss(teacher maps, student maps); the maps come in
-    `attention` = (teacher maps, student maps), collected by `bvbench.methods.attention.attention_maps`.
+    `attention` = (teacher maps, student maps), collected by `bvbench.quant.qattention.attention_maps`.
     """
 
     @property

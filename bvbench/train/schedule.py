@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from bvbench.recipes import TrainConfig
+from bvbench.recipes.schema import TrainConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -21,9 +21,9 @@ from bvbench import methods
 from bvbench.data.loader import seed_worker
 from bvbench.errors import BvbenchError
 from bvbench.evaluate.metrics import predict, topk_accuracy
-from bvbench.methods.attention import attention_maps, capturable
 from bvbench.models import is_distilled
-from bvbench.recipes import Row, StageConfig
+from bvbench.quant.qattention import attention_maps, capturable
+from bvbench.recipes.schema import Row, StageConfig
 from bvbench.results import atomic_torch_save, atomic_write_text
 from bvbench.train.losses import ClassificationLoss
 from bvbench.train.schedule import build_optimizer, effective_lr, lr_at, set_lr

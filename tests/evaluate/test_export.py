@@ -10,6 +10,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from bvbench.build import build_row_model
 from bvbench.data import build_dataset, data_root
 from bvbench.errors import BvbenchError
 from bvbench.evaluate.complexity import theoretical_size
@@ -25,10 +26,9 @@ from bvbench.evaluate.export import (
     unpack_ternary,
 )
 from bvbench.evaluate.metrics import predict
-from bvbench.methods.quantizers import LSQ
-from bvbench.quant import BitNetWeight, QLinear, SignWeight, TernaryWeight
+from bvbench.quant import LSQ, BitNetWeight, QLinear, SignWeight, TernaryWeight
 from bvbench.recipes import Row
-from bvbench.runner import RunOptions, rebuild_model, run_recipe
+from bvbench.runner import RunOptions, run_recipe
 
 RECIPE = """
 name: packtest
@@ -78,7 +78,7 @@ def test_round_trip_reproduces_predictions_at_theoretical_size(
 ) -> None:
     run_dir = runs[row]
     out, sizes = exported[row]
-    original = rebuild_model(
+    original = build_row_model(
         Row.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text())["row"]),
         10,
         run_dir / "checkpoint.pt",
@@ -133,7 +133,7 @@ def test_weights_codes_cannot_reproduce_are_stored_dequantized_and_stay_exact(
     assert sizes["file_bytes"] > 1.5 * sizes["theoretical_bytes"]  # exactness wins over size
     model, _ = load_packed(tmp_path / "fp.pt")
     cfg = yaml.safe_load((runs["binary"] / "config.yaml").read_text())
-    original = rebuild_model(Row.model_validate(cfg["row"]), 10, runs["binary"] / "checkpoint.pt")
+    original = build_row_model(Row.model_validate(cfg["row"]), 10, runs["binary"] / "checkpoint.pt")
     assert torch.equal(_test_predictions(model, runs["binary"]), _test_predictions(original, runs["binary"]))
 
 

@@ -12,11 +12,9 @@ from torch import nn
 
 from bvbench import methods
 from bvbench.errors import BvbenchError
-from bvbench.evaluate.complexity import AttentionPrecision
-from bvbench.methods.attention import QAttention, attention_maps, capturable
-from bvbench.methods.quantizers import QConv2d
-from bvbench.quant import QLinear
+from bvbench.quant import AttentionPrecision, QConv2d, QLinear
 from bvbench.quant.base import Precision
+from bvbench.quant.qattention import QAttention, attention_maps, capturable
 from bvbench.recipes import MethodSpec
 
 P = Precision

@@ -13,10 +13,10 @@ import yaml
 
 from bvbench import methods
 from bvbench.data import build_dataset
-from bvbench.methods.attention import QAttention
 from bvbench.models import build_model
 from bvbench.quant import GSBAttention, GSBValue, QLinear
 from bvbench.quant.base import Precision
+from bvbench.quant.qattention import QAttention
 from bvbench.recipes import MethodSpec, load_recipe
 from bvbench.train.trainer import Trainer
 

@@ -70,6 +70,8 @@ ATTN_OPTIONS = {
     "lsf": dict(num_heads=2),
     "gsb": dict(num_heads=2, num_tokens=5),
     "gsb_v": dict(num_heads=2, head_dim=5),
+    "head_elastic": dict(num_heads=2, head_dim=5),
+    "lsf_rectified": dict(num_heads=2),
 }
 
 

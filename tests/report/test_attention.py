@@ -107,7 +107,7 @@ def test_binary_maps_are_renormalised_before_rollout() -> None:
 
 
 def test_collect_attention_reads_timm_softmax_like_quantized_capture() -> None:
-    from bvbench.methods.attention import attention_maps, capturable
+    from bvbench.quant.qattention import attention_maps, capturable
 
     torch.manual_seed(0)
     model = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=32, depth=2,
@@ -152,10 +152,10 @@ def test_model_without_attention_is_an_error() -> None:
 
 
 def test_binarized_run_maps_are_quantized_and_rollout_is_stochastic(runs: dict[str, Path]) -> None:
-    from bvbench.runner import rebuild_model
+    from bvbench.build import build_row_model
 
     r = load_run(runs["bin"])
-    model = rebuild_model(r.row, 10, r.path / "checkpoint.pt")
+    model = build_row_model(r.row, 10, r.path / "checkpoint.pt")
     maps, _ = collect_attention(model, torch.randn(2, 3, 16, 16))
     assert len(maps) == 2
     assert maps[0].unique().numel() <= 3  # {0, alpha}-like: the binarized map, not the softmax

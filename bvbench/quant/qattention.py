@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterator
 from torch import Tensor, nn
 
 from bvbench.errors import BvbenchError
-from bvbench.evaluate.complexity import AttentionPrecision
-from bvbench.quant.base import FULL, Precision
+from bvbench.quant.base import FULL, AttentionPrecision, Precision
 
 SLOTS = ("q_quant", "k_quant", "v_quant", "attn_quant")
 
@@ -46,7 +45,7 @@ class QAttention(nn.Module):
           take pre-softmax scores); attn_quant(softmax(S)) when `attn_on == "probs"` (GSB, LSF, BiT)
       out = proj(A v)
     With every slot None the output equals the original module's (same op order as timm's unfused path).
-    `attn_precision` (complexity.AttentionPrecision) describes q.k^T and A.V for the complexity counter;
+    `attn_precision` (quant.base.AttentionPrecision) describes q.k^T and A.V for the complexity counter;
     `capture`, when a list, receives softmax(S) of every forward (ranking-aware distillation, Bi-ViT Eq. 12).
     """
 
@@ -210,7 +209,7 @@ def attention_maps(model: nn.Module | None, enabled: bool = True) -> Iterator[li
     mods = [m for m in model.modules() if isinstance(m, QAttention)] if (enabled and model is not None) else []
     if enabled and model is not None and not mods:
         raise BvbenchError("attention maps were requested but the model has no bvbench attention modules "
-                           "(convert it with bvbench.methods.attention.to_qattention)")
+                           "(convert it with bvbench.quant.qattention.to_qattention)")
     for m in mods:
         m.capture = maps
     try:

@@ -1,0 +1,243 @@
+"""Loading a recipe: its YAML file, a profile and `--set` overrides, validated into a `Recipe`.
+
+Resolution order for every row (later wins):
+  recipe fields -> profile fields -> row fields -> profile `rows.<name>` fields -> `--set` overrides.
+A recipe-level `--set train.epochs=3` is decisive: it also replaces a row's own `train.epochs`.
+`--set rows.<name>.<key>=V` touches one row only.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from bvbench.errors import BvbenchError
+from bvbench.recipes.schema import (
+    PROFILES,
+    ROW_SECTIONS,
+    AugmentConfig,
+    DataConfig,
+    DistillConfig,
+    EvalConfig,
+    MethodSpec,
+    ModelConfig,
+    Recipe,
+    Row,
+    TrainConfig,
+    deep_merge,
+)
+from bvbench.registry import suggest
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent.parent / "recipes"
+
+
+def available() -> list[str]:
+    """Names of the recipes shipped in recipes/."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise BvbenchError(f"recipe file {p} does not exist")
+        return p
+    cand = RECIPES_DIR / f"{name_or_path}.yaml"
+    if cand.is_file():
+        return cand
+    raise BvbenchError(f"unknown recipe {name_or_path!r}.{suggest(name_or_path, available())} (`bvbench list recipes`)")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise BvbenchError(f"{path}:{where}: invalid YAML: {problem}") from None
+    except OSError as e:
+        raise BvbenchError(f"cannot read recipe {path}: {e.strerror}") from None
+    if not isinstance(data, dict):
+        raise BvbenchError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def parse_set(items: list[str] | None) -> list[tuple[str, Any]]:
+    """`["train.epochs=3"]` -> `[("train.epochs", 3)]`; values are read as YAML scalars."""
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise BvbenchError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
+            raise BvbenchError(f"--set {item!r}: bad key {key!r}")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        if isinstance(parsed, str) and re.fullmatch(r"[-+]?\d*\.?\d+[eE][-+]?\d+", parsed):
+            parsed = float(parsed)
+        out.append((key, parsed))
+    return out
+
+
+def _set_path(d: dict[str, Any], parts: list[str], value: Any) -> None:
+    for p in parts[:-1]:
+        nxt = d.get(p)
+        if nxt is None:
+            nxt = d[p] = {}
+        if not isinstance(nxt, dict):
+            raise BvbenchError(f"--set {'.'.join(parts)}: {p!r} is not a section")
+        d = nxt
+    d[parts[-1]] = value
+
+
+def _has_path(d: Any, parts: list[str]) -> bool:
+    for p in parts:
+        if not isinstance(d, dict) or p not in d:
+            return False
+        d = d[p]
+    return True
+
+
+def _check_key(parts: list[str], key: str) -> None:
+    """Reject a `--set` key that names no field, with the closest valid name."""
+    models: dict[str, type[BaseModel]] = {
+        "data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
+        "distill": DistillConfig, "augment": AugmentConfig,
+    }
+    top = {**{k: None for k in Recipe.model_fields}}
+    if parts[0] not in top:
+        raise BvbenchError(f"--set {key}: no field {parts[0]!r}.{suggest(parts[0], list(top))}")
+    model: type[BaseModel] | None = models.get(parts[0])
+    for p in parts[1:]:
+        if model is None:
+            return
+        if model is MethodSpec:
+            return
+        if p not in model.model_fields:
+            raise BvbenchError(f"--set {key}: no field {p!r}.{suggest(p, list(model.model_fields))}")
+        model = models.get(p)
+
+
+def apply_overrides(raw: dict[str, Any], sets: list[tuple[str, Any]]) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    row_names = [r.get("name") for r in raw.get("rows", []) if isinstance(r, dict)]
+    for key, value in sets:
+        parts = key.split(".")
+        if parts[0] == "rows":
+            if len(parts) < 3:
+                raise BvbenchError(f"--set {key}: use rows.<row>.<field>=VALUE")
+            name = parts[1]
+            if name not in row_names:
+                raise BvbenchError(f"--set {key}: no row {name!r}.{suggest(name, row_names)}")
+            sub = parts[2:]
+            if sub[0] in ROW_SECTIONS:
+                _check_key(sub, key)
+            elif sub[0] not in Row.model_fields:
+                raise BvbenchError(f"--set {key}: rows have no field {sub[0]!r}.{suggest(sub[0], list(Row.model_fields))}")
+            _set_path(raw["rows"][row_names.index(name)], sub, value)
+            continue
+        _check_key(parts, key)
+        _set_path(raw, parts, value)
+        if parts[0] in ROW_SECTIONS:  # decisive: also replace the rows' own setting of this key
+            for r in raw.get("rows", []):
+                if isinstance(r, dict) and _has_path(r, parts):
+                    _set_path(r, parts, value)
+    return raw
+
+
+def apply_profile(raw: dict[str, Any], profile: str, source: str) -> dict[str, Any]:
+    if profile not in PROFILES:
+        raise BvbenchError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    profiles = raw.get("profiles") or {}
+    if not isinstance(profiles, dict):
+        raise BvbenchError(f"{source}: 'profiles' must be a mapping of profile name to overrides")
+    raw = copy.deepcopy(raw)
+    raw["profile"] = profile
+    if profile == "paper":
+        return raw
+    if profile not in profiles:
+        raise BvbenchError(f"{source}: recipe has no {profile!r} profile (it has: {', '.join(['paper', *profiles])})")
+    over = copy.deepcopy(profiles[profile]) or {}
+    if not isinstance(over, dict):
+        raise BvbenchError(f"{source}: profiles.{profile} must be a mapping")
+    row_over = over.pop("rows", {}) or {}
+    if not isinstance(row_over, dict):
+        raise BvbenchError(f"{source}: profiles.{profile}.rows must map row names to overrides")
+    raw = deep_merge(raw, over)
+    names = [r.get("name") for r in raw.get("rows", []) if isinstance(r, dict)]
+    for name, patch in row_over.items():
+        if name not in names:
+            raise BvbenchError(f"{source}: profiles.{profile}.rows names no row {name!r}.{suggest(str(name), names)}")
+        i = names.index(name)
+        raw["rows"][i] = deep_merge(raw["rows"][i], patch or {})
+    return raw
+
+
+def format_validation_error(e: ValidationError, source: str, raw: dict[str, Any]) -> str:
+    """One line per problem, naming the file and the field (rows by name, not index)."""
+    lines: list[str] = []
+    errors = e.errors()
+    top = {(tuple(x["loc"]), x["msg"]) for x in errors if x["loc"] and x["loc"][0] != "rows"}
+    for err in errors:
+        loc_t = tuple(err["loc"])
+        if len(loc_t) > 2 and loc_t[0] == "rows" and (loc_t[2:], err["msg"]) in top:
+            continue  # a recipe-level mistake repeated in every row that inherits it
+        loc = list(err["loc"])
+        parts: list[str] = []
+        i = 0
+        while i < len(loc):
+            p = loc[i]
+            if p == "rows" and i + 1 < len(loc) and isinstance(loc[i + 1], int):
+                idx = loc[i + 1]
+                rows = raw.get("rows") or []
+                nm = rows[idx].get("name") if idx < len(rows) and isinstance(rows[idx], dict) else None
+                parts.append(f"rows[{nm or idx}]")
+                i += 2
+                continue
+            parts.append(str(p))
+            i += 1
+        field = ".".join(parts) or "(recipe)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {str(loc[-1])!r}"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        line = f"{source}: {field}: {msg}"
+        if line not in lines:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def load_recipe(
+    name_or_path: str,
+    profile: str = "paper",
+    sets: list[str] | list[tuple[str, Any]] | None = None,
+) -> Recipe:
+    """Load, apply the profile and `--set` overrides, validate. Raises BvbenchError with file and field."""
+    path = recipe_path(name_or_path)
+    raw = read_yaml(path)
+    source = str(path)
+    raw = apply_profile(raw, profile, source)
+    pairs = parse_set(sets) if sets and isinstance(sets[0], str) else list(sets or [])  # type: ignore[arg-type]
+    raw = apply_overrides(raw, pairs)  # type: ignore[arg-type]
+    if "name" not in raw:
+        raw["name"] = path.stem
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise BvbenchError(format_validation_error(e, source, raw)) from None
+
+
+def to_yaml(recipe: Recipe) -> str:
+    """The fully resolved recipe (profiles already applied) as YAML."""
+    data = recipe.model_dump(mode="json", exclude={"profiles"})
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
