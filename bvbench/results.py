@@ -17,8 +17,10 @@ from typing import Any
 
 import torch
 import yaml
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from bvbench.errors import BvbenchError
+from bvbench.recipes.schema import Row
 
 DONE = ".done"
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -121,9 +123,87 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
     return env
 
 
+class DataRecord(BaseModel):
+    """What a run was trained and tested on (metrics.json `data`)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str | None = None
+    display: str | None = None
+    source: str | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+
+
+class Metrics(BaseModel):
+    """metrics.json of a finished run: written and read only through this record. Extra keys (per-block
+    complexity, later metrics) are kept; `value(key)` reads any of them by name (a paper column's key)."""
+
+    model_config = ConfigDict(extra="allow")
+    recipe: str | None = None
+    row: str | None = None
+    label: str | None = None
+    run_id: str | None = None
+    profile: str | None = None
+    seed: int | str | None = None
+    status: str = "finished"
+    data: DataRecord = DataRecord()
+    model: str | None = None
+    method: str | None = None
+    epochs: int | None = None
+    device: str | None = None
+    world_size: int | None = None
+    top1: float | None = None
+    top5: float | None = None
+    f1: float | None = None
+    ops: float | None = None
+    size_mb: float | None = None
+    train_time_s: float | None = None
+    images_per_s: float | None = None
+    reused_from: str | None = None
+    git_sha: str | None = None
+    _order: list[str] = PrivateAttr(default_factory=list)
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> Metrics:
+        """The record of a metrics.json object; `dump` writes its keys back in the same order."""
+        m = cls.model_validate(record)
+        m._order = list(record)
+        return m
+
+    def value(self, key: str) -> Any:
+        """The metric named `key` (dotted for nested records: `data.display`), or None."""
+        node: Any = self
+        for part in key.split("."):
+            if isinstance(node, BaseModel):
+                node = getattr(node, part, None) if part in type(node).model_fields else (node.model_extra or {}).get(part)
+            elif isinstance(node, dict):
+                node = node.get(part)
+            else:
+                return None
+        return node
+
+    def dump(self) -> dict[str, Any]:
+        """The JSON object to write: the keys that were given, in their order."""
+        out = self.model_dump(mode="json", exclude_unset=True)
+        return {k: out[k] for k in [*(k for k in self._order if k in out), *(k for k in out if k not in self._order)]}
+
+
+class RunConfig(BaseModel):
+    """config.yaml of a run: which recipe, profile and seed, and the resolved row it ran."""
+
+    model_config = ConfigDict(extra="allow")
+    recipe: str | None = None
+    profile: str | None = None
+    seed: int = 0
+    run_id: str | None = None
+    data_dir: str | None = None
+    row: Row
+    reused_from: str | None = None
+
+
 @dataclass
 class RunDir:
-    """One run's folder."""
+    """One run's folder: written atomically, read through typed records with one error message per failure."""
 
     path: Path
 
@@ -132,8 +212,34 @@ class RunDir:
         return (self.path / DONE).exists()
 
     @property
-    def checkpoint(self) -> Path:
+    def checkpoint_path(self) -> Path:
         return self.path / "checkpoint.pt"
+
+    def checkpoint(self) -> Path:
+        """The final weights; a BvbenchError when the run kept none."""
+        if not self.checkpoint_path.is_file():
+            raise BvbenchError(f"{self.path} has no checkpoint.pt (was the run finished?)")
+        return self.checkpoint_path
+
+    def config(self) -> RunConfig:
+        """config.yaml as a `RunConfig`; a BvbenchError when the folder is not a bvbench run."""
+        path = self.path / "config.yaml"
+        if not path.is_file():
+            raise BvbenchError(f"{self.path} is not a bvbench run folder (no config.yaml)")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise BvbenchError(f"{path} cannot be read ({type(e).__name__})") from None
+        if not isinstance(raw, dict) or "row" not in raw:
+            raise BvbenchError(f"{path} has no `row:` (not a bvbench run configuration)")
+        try:
+            return RunConfig.model_validate(raw)
+        except ValidationError as e:
+            raise BvbenchError(f"{path} is not a valid bvbench run configuration: {e.errors()[0]['msg']}") from None
+
+    def row(self) -> Row:
+        """The resolved row the run trained."""
+        return self.config().row
 
     def write_config(self, cfg: dict[str, Any]) -> None:
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
@@ -141,8 +247,18 @@ class RunDir:
     def mark_done(self) -> None:
         atomic_write_text(self.path / DONE, now() + "\n")
 
-    def metrics(self) -> dict[str, Any]:
-        return json.loads((self.path / "metrics.json").read_text())
+    def metrics(self) -> Metrics:
+        """metrics.json as a `Metrics` record; a BvbenchError when it is missing or not a metrics record."""
+        path = self.path / "metrics.json"
+        try:
+            return Metrics.of(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise BvbenchError(f"{self.path} has no metrics.json (was the run finished?)") from None
+        except (OSError, ValueError, ValidationError) as e:
+            raise BvbenchError(f"{path} is not a bvbench metrics record ({type(e).__name__})") from None
+
+    def write_metrics(self, metrics: Metrics) -> None:
+        atomic_write_json(self.path / "metrics.json", metrics.dump())
 
 
 def find_runs(results: Path, recipe: str, row: str | None = None, finished: bool = True) -> list[RunDir]:
@@ -165,7 +281,7 @@ def find_identical_run(results: Path, run_id: str, exclude: Path | None = None,
     skip = exclude.resolve() if exclude is not None else None
     for p in sorted(results.glob(f"*/*/{run_id}")):
         rd = RunDir(p)
-        if p.resolve() != skip and rd.done and (not with_checkpoint or rd.checkpoint.exists()):
+        if p.resolve() != skip and rd.done and (not with_checkpoint or rd.checkpoint_path.exists()):
             return rd
     return None
 
@@ -197,9 +313,9 @@ def adopt_run(src: RunDir, dst: Path, record: dict[str, Any], config: dict[str, 
                     link_or_copy(f, tmp / f.name)
                 else:
                     shutil.copy2(f, tmp / f.name)
-        metrics = json.loads((tmp / "metrics.json").read_text())
-        metrics.update(record, run_id=dst.name, reused_from=str(src.path))
-        atomic_write_json(tmp / "metrics.json", metrics)
+        metrics = RunDir(tmp).metrics().model_copy(update={**record, "run_id": dst.name,
+                                                           "reused_from": str(src.path)})
+        RunDir(tmp).write_metrics(metrics)
         atomic_write_text(tmp / "config.yaml", yaml.safe_dump({**config, "reused_from": str(src.path)},
                                                               sort_keys=False))
         atomic_write_json(tmp / "reused.json", {"from": str(src.path), "time": now()})

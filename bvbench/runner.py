@@ -25,6 +25,7 @@ from bvbench.evaluate.metrics import classification_metrics, plot_confusion, pre
 from bvbench.models import build_model
 from bvbench.recipes import Recipe, Row, load_recipe
 from bvbench.results import (
+    Metrics,
     RunDir,
     adopt_run,
     atomic_torch_save,
@@ -159,9 +160,9 @@ class Runner:
         if rd is None:
             raise BvbenchError(f"row {row.name!r} has no finished run for profile {self.recipe.profile!r} "
                                f"and seed {self.seed}; run it first (bvbench run {self.recipe.name} --rows {row.name})")
-        if not rd.checkpoint.exists():
+        if not rd.checkpoint_path.exists():
             self.recover_weights(row, rd)
-        return build_row_model(row, num_classes, rd.checkpoint)
+        return build_row_model(row, num_classes, rd.checkpoint())
 
     def recover_weights(self, row: Row, rd: RunDir) -> None:
         """A finished run whose checkpoint is gone (results are committed without checkpoints) is needed as a
@@ -170,7 +171,7 @@ class Runner:
         twin = find_identical_run(self.results, rd.path.name, exclude=rd.path, with_checkpoint=True)
         if twin is not None:  # the same run id elsewhere kept (or already recovered) its weights: share them
             if self.dist.main:
-                link_or_copy(twin.checkpoint, rd.checkpoint)
+                link_or_copy(twin.checkpoint_path, rd.checkpoint_path)
                 atomic_write_json(rd.path / "weights.json", {"linked": now(), "reason": "checkpoint.pt was missing",
                                                              "from": str(twin.path)})
             self.dist.barrier()
@@ -181,20 +182,20 @@ class Runner:
                  f"with committed results); training it again with the same configuration and seed to recover "
                  f"its weights[/]")
         ckpt = None
-        if scratch.checkpoint.exists() and not scratch.done:
-            ckpt = load_training_checkpoint(scratch.checkpoint)
+        if scratch.checkpoint_path.exists() and not scratch.done:
+            ckpt = load_training_checkpoint(scratch.checkpoint_path)
         if not scratch.done:
             self.train_row(row, scratch, ckpt)
         if self.dist.main:
             before, after = rd.metrics(), scratch.metrics()
             atomic_write_json(rd.path / "weights.json", {
                 "retrained": now(), "reason": "checkpoint.pt was missing",
-                "top1_recorded": before.get("top1"), "top1_retrained": after.get("top1")})
-            scratch.checkpoint.replace(rd.checkpoint)
+                "top1_recorded": before.top1, "top1_retrained": after.top1})
+            scratch.checkpoint_path.replace(rd.checkpoint_path)
             shutil.rmtree(scratch.path)
-            if before.get("top1") != after.get("top1"):
-                self.say(f"[yellow]  {row.name}: the retrained weights score top1 {after.get('top1')} against "
-                         f"{before.get('top1')} recorded (see {rd.path / 'weights.json'})[/]")
+            if before.top1 != after.top1:
+                self.say(f"[yellow]  {row.name}: the retrained weights score top1 {after.top1} against "
+                         f"{before.top1} recorded (see {rd.path / 'weights.json'})[/]")
         self.dist.barrier()
 
     def build(self, row: Row, num_classes: int) -> tuple[nn.Module, nn.Module | None]:
@@ -268,9 +269,9 @@ class Runner:
                           self.run_config(row, rid))
             self.dist.barrier()
             return RunDir(base), None
-        if rd.path.exists() and rd.checkpoint.exists():
+        if rd.path.exists() and rd.checkpoint_path.exists():
             if self.opts.resume:
-                return rd, load_training_checkpoint(rd.checkpoint)
+                return rd, load_training_checkpoint(rd.checkpoint_path)
             n = 2
             while (base.parent / f"{rid}-r{n}").exists():
                 n += 1
@@ -367,8 +368,8 @@ class Runner:
             "train_time_s": round(train_time, 2),
             "images_per_s": trainer.state.history[-1]["images_per_s"] if trainer.state.history else None,
         }
-        atomic_write_json(rd.path / "metrics.json", record)
-        atomic_torch_save({"model": model.state_dict()}, rd.checkpoint)  # final weights only
+        rd.write_metrics(Metrics.of(record))
+        atomic_torch_save({"model": model.state_dict()}, rd.checkpoint_path)  # final weights only
         env["end_time"] = now()
         atomic_write_json(rd.path / "env.json", env)
         rd.mark_done()
@@ -396,18 +397,14 @@ def run_recipe(name: str, opts: RunOptions) -> tuple[Recipe, list[RunDir]]:
 def evaluate_run(run_dir: str, data_dir: str | None = None, device: str = "auto") -> dict[str, Any]:
     """Re-evaluate a finished run from its checkpoint on its test split."""
     rd = RunDir(Path(run_dir))
-    cfg_path = rd.path / "config.yaml"
-    if not cfg_path.exists():
-        raise BvbenchError(f"{run_dir} is not a bvbench run folder (no config.yaml)")
-    if not rd.checkpoint.exists():
-        raise BvbenchError(f"{run_dir} has no checkpoint.pt (was the run finished?)")
-    cfg = yaml.safe_load(cfg_path.read_text())
-    row = Row.model_validate(cfg["row"])
+    cfg = rd.config()
+    ckpt = rd.checkpoint()
+    row = cfg.row
     dev = pick_device(device)
-    root = data_root(data_dir or cfg.get("data_dir"))
+    root = data_root(data_dir or cfg.data_dir)
     ds, info = build_dataset(row.data, root, "test")
     loader = eval_loader(ds, row.eval.batch_size, row.data.num_workers)
-    model = build_row_model(row, info.num_classes, rd.checkpoint).to(dev)
+    model = build_row_model(row, info.num_classes, ckpt).to(dev)
     logits, targets = predict(model, loader, dev)
     metrics, _ = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
     return {"run": str(rd.path), "data": info.display, **metrics}

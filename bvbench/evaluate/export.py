@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor, nn
 
 from bvbench.build import build_row_model, methods_version, pick_device
@@ -49,7 +48,7 @@ from bvbench.evaluate.metrics import classification_metrics, predict
 from bvbench.models import build_model, load_state
 from bvbench.quant.base import Precision, Quantizer
 from bvbench.recipes.schema import Row
-from bvbench.results import atomic_torch_save, now
+from bvbench.results import RunDir, atomic_torch_save, now
 
 __all__ = [
     "FORMAT",
@@ -244,19 +243,6 @@ def _num_classes(row: Any, state: dict[str, Tensor]) -> int:
     return 2
 
 
-def _read_run(run_dir: str | Path) -> tuple[dict[str, Any], Any, Path]:
-    path = Path(run_dir)
-    cfg_path, ckpt = path / "config.yaml", path / "checkpoint.pt"
-    if not cfg_path.is_file():
-        raise BvbenchError(f"{run_dir} is not a bvbench run folder (no config.yaml)")
-    if not ckpt.is_file():
-        raise BvbenchError(f"{run_dir} has no checkpoint.pt (was the run finished?)")
-    cfg = yaml.safe_load(cfg_path.read_text())
-    if not isinstance(cfg, dict) or "row" not in cfg:
-        raise BvbenchError(f"{cfg_path} has no `row:` (not a bvbench run configuration)")
-    return cfg, Row.model_validate(cfg["row"]), ckpt
-
-
 def export_run(run_dir: str | Path, out_file: str | Path, *, half: bool = False) -> dict[str, Any]:
     """Write the finished run in `run_dir` as a packed model file `out_file`; returns the sizes.
 
@@ -266,7 +252,9 @@ def export_run(run_dir: str | Path, out_file: str | Path, *, half: bool = False)
     ``packed_layers`` and ``dequantized_layers`` (quantized weights stored as fp32 because codes * scale
     could not reproduce them exactly).
     """
-    cfg, row, ckpt = _read_run(run_dir)
+    rd = RunDir(Path(run_dir))
+    cfg = rd.config()
+    row, ckpt = cfg.row, rd.checkpoint()
     num_classes = _num_classes(row, load_state(ckpt))
     model = build_row_model(row, num_classes, ckpt).eval()
     blobs = _Blobs()
@@ -316,11 +304,11 @@ def export_run(run_dir: str | Path, out_file: str | Path, *, half: bool = False)
         "format": FORMAT,
         "version": VERSION,
         "created": now(),
-        "recipe": cfg.get("recipe"),
-        "profile": cfg.get("profile"),
-        "seed": cfg.get("seed"),
-        "run_id": cfg.get("run_id", Path(run_dir).name),
-        "data_dir": cfg.get("data_dir"),
+        "recipe": cfg.recipe,
+        "profile": cfg.profile,
+        "seed": cfg.seed,
+        "run_id": cfg.run_id or Path(run_dir).name,
+        "data_dir": cfg.data_dir,
         "row": row.model_dump(mode="json"),
         "num_classes": num_classes,
         "methods_version": methods_version(),

@@ -22,7 +22,6 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import yaml
 from torch import Tensor, nn
 
 from bvbench.build import build_row_model
@@ -31,7 +30,7 @@ from bvbench.errors import BvbenchError
 from bvbench.models import unfused_attention
 from bvbench.quant.qattention import attention_family, attention_modules
 from bvbench.recipes.schema import Row
-from bvbench.results import DONE, RunDir, atomic_write_bytes
+from bvbench.results import DONE, Metrics, RunDir, atomic_write_bytes
 
 matplotlib.use("Agg")
 
@@ -141,15 +140,15 @@ class LoadedRun:
 
     path: Path
     row: Row
-    metrics: dict[str, Any]
+    metrics: Metrics
     data_dir: str | None
     seed: int
 
     @property
     def title(self) -> str:
-        top1 = self.metrics.get("top1")
+        top1 = self.metrics.top1
         acc = f"top-1 {100 * top1:.1f}%" if isinstance(top1, int | float) else "top-1 —"
-        return f"{self.metrics.get('label') or self.row.label}\n{acc}"
+        return f"{self.metrics.label or self.row.label}\n{acc}"
 
     def data_key(self) -> tuple[Any, ...]:
         """What decides which test images the run sees (the subset depends on the seed)."""
@@ -163,16 +162,12 @@ def load_run(path: Path) -> LoadedRun:
     rd = RunDir(path)
     if not path.is_dir():
         raise BvbenchError(f"{path} is not a folder (expected a run folder results/<recipe>/<row>/<run-id>)")
-    for need, why in (("config.yaml", "not a bvbench run folder"), (DONE, "the run is not finished"),
-                      ("checkpoint.pt", "the run has no checkpoint"), ("metrics.json", "the run has no metrics.json")):
-        if not (path / need).exists():
-            raise BvbenchError(f"{path}: {why} (no {need}); expected a finished run results/<recipe>/<row>/<run-id>")
-    try:
-        cfg = yaml.safe_load((path / "config.yaml").read_text())
-        row = Row.model_validate(cfg["row"])
-    except Exception as e:
-        raise BvbenchError(f"{path}/config.yaml is not a bvbench run configuration ({type(e).__name__})") from None
-    return LoadedRun(path, row, rd.metrics(), cfg.get("data_dir"), int(cfg.get("seed", 0)))
+    cfg = rd.config()
+    if not rd.done:
+        raise BvbenchError(f"{path}: the run is not finished (no {DONE}); expected a finished run "
+                           "results/<recipe>/<row>/<run-id>")
+    rd.checkpoint()
+    return LoadedRun(path, cfg.row, rd.metrics(), cfg.data_dir, cfg.seed)
 
 
 def _unnormalise(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
@@ -210,7 +205,7 @@ def attention_figure(run_dirs: list[Path], n_images: int, out: Path, *, data_dir
 
     cols: list[tuple[LoadedRun, np.ndarray, list[int]]] = []
     for r in runs:
-        model = build_row_model(r.row, info.num_classes, r.path / "checkpoint.pt")
+        model = build_row_model(r.row, info.num_classes, RunDir(r.path).checkpoint())
         num_prefix, grid = _vit_geometry(model)
         maps, logits = collect_attention(model, x)
         heat = cls_map(maps, num_prefix, method)

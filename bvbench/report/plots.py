@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 
 from bvbench.recipes.schema import UNITS, PaperColumn, Recipe, Row
 from bvbench.report.table import latest_run
-from bvbench.results import atomic_write_bytes
+from bvbench.results import Metrics, atomic_write_bytes
 
 matplotlib.use("Agg")  # files only, never a window (pyplot resolves its backend lazily)
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class FinishedRun:
     """The newest finished run of one recipe row: its metrics.json and folder."""
 
     row: Row
-    metrics: dict[str, Any]
+    metrics: Metrics
     path: Path
 
     @property
@@ -69,7 +69,7 @@ class RecipeRuns:
     profile: str | None = None
 
     def data_display(self) -> str:
-        shown = sorted({str((r.metrics.get("data") or {}).get("display")) for r in self.runs})
+        shown = sorted({str(r.metrics.data.display) for r in self.runs})
         if shown:
             return ", ".join(shown)
         from bvbench.data import dataset_info
@@ -80,7 +80,7 @@ class RecipeRuns:
             return self.recipe.data.name
 
     def subtitle(self) -> str:
-        shown = sorted({str(r.metrics.get("profile")) for r in self.runs})
+        shown = sorted({str(r.metrics.profile) for r in self.runs})
         if not shown:
             which = f" of profile {self.profile}" if self.profile else ""
             return f"{self.data_display()}, paper values only (no finished runs{which})"
@@ -96,7 +96,7 @@ def finished_runs(recipe: Recipe, results: Path, profile: str | None = None) -> 
         m = latest_run(results, recipe.name, row.name, profile)
         if m is None:
             continue
-        out.runs.append(FinishedRun(row, m, results / recipe.name / row.name / str(m.get("run_id", ""))))
+        out.runs.append(FinishedRun(row, m, results / recipe.name / row.name / str(m.run_id or "")))
     return out
 
 
@@ -137,7 +137,7 @@ def accuracy_points(rr: RecipeRuns, key: str) -> list[Point]:
         if acc is not None and cost is not None and cost > 0:
             pts.append(Point(row.name, row.label, "paper", cost, 100 * acc))
     for run in rr.runs:
-        acc, cost = run.metrics.get("top1"), run.metrics.get(key)
+        acc, cost = run.metrics.top1, run.metrics.value(key)
         if isinstance(acc, int | float) and isinstance(cost, int | float) and cost > 0:
             pts.append(Point(run.row.name, run.label, "ours", float(cost), 100 * float(acc)))
     return pts
@@ -311,7 +311,7 @@ def confusion_figure(rr: RecipeRuns) -> Figure | None:
     for ax, (run, classes, cm) in zip(axes.flat, mats, strict=False):
         norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
         im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        top1 = run.metrics.get("top1")
+        top1 = run.metrics.top1
         ax.set_title(run.label + (f"\ntop-1 {100 * top1:.1f}%" if isinstance(top1, int | float) else ""), fontsize=9)
         k = len(classes)
         if k <= 12:

@@ -29,12 +29,12 @@ def _status_counts(recipe_name: str, results: Path, profile: str | None) -> tupl
             if r.name not in seen:
                 seen.add(r.name)
                 counts[r.status] += 1
-                for m in r.runs or ([r.run] if r.run else []):
-                    if m.get("reused_from"):
+                for m in r.runs or ([r.run] if r.run.run_id else []):
+                    if m.reused_from:
                         adopted += 1
                     else:
                         trained += 1
-                        seconds += m.get("train_time_s") or 0.0
+                        seconds += m.train_time_s or 0.0
     if not trained + adopted:
         return dict(counts), None
     line = f"Runs: {trained} trained for this recipe ({seconds / 60:.1f} min of training on {profile or 'any'} profile)"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bvbench.recipes.schema import UNITS, PaperColumn, Recipe
-from bvbench.results import RunDir, find_runs
+from bvbench.results import Metrics, RunDir, find_runs
 
 MISSING = "—"
 VIEWS = ("full", "paper", "measured")
@@ -42,12 +42,12 @@ class TableRow:
     label: str
     status: str  # run | pending | reference | not run | finished
     cells: dict[str, Cell]
-    run: dict[str, Any] = field(default_factory=dict)  # metrics.json of the newest run
-    runs: list[dict[str, Any]] = field(default_factory=list)  # one metrics.json per seed, oldest first
+    run: Metrics = field(default_factory=Metrics)  # metrics.json of the newest run (empty: none)
+    runs: list[Metrics] = field(default_factory=list)  # one metrics.json per seed, oldest first
 
     @property
     def seeds(self) -> list[Any]:
-        return _sorted_seeds(m.get("seed") for m in self.runs)
+        return _sorted_seeds(m.seed for m in self.runs)
 
 
 @dataclass
@@ -61,15 +61,15 @@ class Table:
 
     def footnote(self) -> str:
         """Which data, profile, epochs, device, seeds and code the measured columns come from."""
-        runs = [m for r in self.rows for m in (r.runs or ([r.run] if r.run else []))]
+        runs = [m for r in self.rows for m in (r.runs or ([r.run] if r.run.run_id else []))]
         if not runs:
             return "No finished runs yet: measured columns are empty."
 
         def uniq(key: str) -> str:
-            vals = sorted({str(_get(r, key)) for r in runs})
+            vals = sorted({str(r.value(key)) for r in runs})
             return ", ".join(vals)
 
-        seeds = _sorted_seeds(m.get("seed") for m in runs)
+        seeds = _sorted_seeds(m.seed for m in runs)
         if len(seeds) > 1:
             seed = (f"seeds {', '.join(map(str, seeds))} (mean ± sample std over the seeds a row has, "
                     "n = number of seeds)")
@@ -77,7 +77,7 @@ class Table:
             seed = f"seed {uniq('seed')}"
         text = (f"Measured on {uniq('data.display')}; profile {uniq('profile')}; epochs {uniq('epochs')}; "
                 f"device {uniq('device')}; {seed}; code {uniq('git_sha')}.")
-        other = sorted({str(_get(r, "data.name")) for r in runs} - {str(self.paper_data)})
+        other = sorted({str(r.data.name) for r in runs} - {str(self.paper_data)})
         if self.paper_data and other:
             text += (f" **Not the paper's data set**: these runs used {', '.join(other)} "
                      f"(`--set data.name=...`), the paper {self.paper_data}; compare the rows' order, not the "
@@ -91,28 +91,20 @@ def _sorted_seeds(seeds: Any) -> list[Any]:
     return sorted(vals, key=lambda s: (not isinstance(s, int), s if isinstance(s, int) else str(s)))
 
 
-def _get(d: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
-def _with_sha(rd: RunDir, m: dict[str, Any]) -> dict[str, Any]:
+def _with_sha(rd: RunDir, m: Metrics) -> Metrics:
     env = rd.path / "env.json"
     if env.exists():
-        m["git_sha"] = (json.loads(env.read_text()).get("git_sha") or "unknown")[:12]
+        m.git_sha = (json.loads(env.read_text()).get("git_sha") or "unknown")[:12]
     return m
 
 
-def latest_run(results: Path, recipe: str, row: str, profile: str | None = None) -> dict[str, Any] | None:
+def latest_run(results: Path, recipe: str, row: str, profile: str | None = None) -> Metrics | None:
     """metrics.json (plus git sha) of the newest finished run of a row, optionally of one profile."""
     runs: list[RunDir] = find_runs(results, recipe, row)
     best = None
     for rd in runs:
         m = rd.metrics()
-        if profile and m.get("profile") != profile:
+        if profile and m.profile != profile:
             continue
         best = (rd, m)
     if best is None:
@@ -120,27 +112,27 @@ def latest_run(results: Path, recipe: str, row: str, profile: str | None = None)
     return _with_sha(*best)
 
 
-def latest_runs(results: Path, recipe: str, row: str, profile: str | None = None) -> list[dict[str, Any]]:
+def latest_runs(results: Path, recipe: str, row: str, profile: str | None = None) -> list[Metrics]:
     """metrics.json (plus git sha) of the newest finished run of each seed of a row, oldest first (the last is
     the row's newest run). All of one profile: `profile`, else the profile of the newest run."""
     found = [(rd, rd.metrics()) for rd in find_runs(results, recipe, row)]
     if profile:
-        found = [(rd, m) for rd, m in found if m.get("profile") == profile]
+        found = [(rd, m) for rd, m in found if m.profile == profile]
     if not found:
         return []
-    prof = found[-1][1].get("profile")
-    by_seed: dict[Any, tuple[RunDir, dict[str, Any]]] = {}
+    prof = found[-1][1].profile
+    by_seed: dict[Any, tuple[RunDir, Metrics]] = {}
     for rd, m in found:
-        if m.get("profile") == prof:
-            by_seed.pop(m.get("seed"), None)  # re-insert: dict order = order of each seed's newest run
-            by_seed[m.get("seed")] = (rd, m)
+        if m.profile == prof:
+            by_seed.pop(m.seed, None)  # re-insert: dict order = order of each seed's newest run
+            by_seed[m.seed] = (rd, m)
     return [_with_sha(rd, m) for rd, m in by_seed.values()]
 
 
-def aggregate(runs: list[dict[str, Any]], key: str, factor: float = 1.0) -> tuple[float | None, float | None, int]:
+def aggregate(runs: list[Metrics], key: str, factor: float = 1.0) -> tuple[float | None, float | None, int]:
     """(mean, sample std or None, n) of a metric over runs, scaled by `factor`; runs without it are skipped."""
     vals = [float(v) * factor for m in runs
-            if isinstance(v := _get(m, key), int | float) and not isinstance(v, bool)]
+            if isinstance(v := m.value(key), int | float) and not isinstance(v, bool)]
     if not vals:
         return None, None, 0
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None, len(vals)
@@ -171,7 +163,7 @@ def build_tables(recipe: Recipe, results: Path, profile: str | None = None) -> l
                     cell.measured, cell.std, cell.n = aggregate(runs, col.key, UNITS[col.unit])
                 cells[col.key] = cell
             status = r.status if r.status != "run" else ("finished" if run else _unfinished(results, recipe.name, r.name))
-            rows.append(TableRow(r.name, r.label, status, cells, run or {}, runs))
+            rows.append(TableRow(r.name, r.label, status, cells, run or Metrics(), runs))
         tables.append(Table(recipe.name, pt.name, pt.caption, pt.columns, rows, paper_data=recipe.data.name))
     return tables
 
@@ -247,7 +239,7 @@ def body(table: Table, view: str = "full") -> list[list[str]]:
             else:
                 line.append(fmt(cell.paper, c.unit))
         if view != "paper":
-            line += [_get(r.run, "data.display") or MISSING, r.run.get("profile", MISSING), r.status]
+            line += [r.run.data.display or MISSING, r.run.profile or MISSING, r.status]
         out.append(line)
     return out
 
@@ -319,7 +311,7 @@ def to_csv(tables: list[Table], view: str = "full") -> str:
             std = [_num(None if (c := r.cells.get(k)) is None else c.std) for k in skeys]
             seeds = [len(r.runs) if r.runs else "", ";".join(map(str, r.seeds))]
             head = [t.recipe, t.name, r.name, r.label]
-            info = [r.status, _get(r.run, "data.display") or "", r.run.get("profile", ""), r.run.get("run_id", "")]
+            info = [r.status, r.run.data.display or "", r.run.profile or "", r.run.run_id or ""]
             if view == "paper":
                 w.writerow(head + paper)
             elif view == "measured":
@@ -450,15 +442,15 @@ def build_summary(recipes: list[Recipe], results: Path, profile: str | None = No
             if not runs:
                 continue
             m = runs[-1]
-            if not m.get("epochs") and not row.init_from and not row.model.pretrained and not row.model.checkpoint:
+            if not m.epochs and not row.init_from and not row.model.pretrained and not row.model.checkpoint:
                 continue  # an untrained model counted for complexity only (GSB Table IX): no accuracy to report
             top1, std, n = aggregate(runs, "top1", UNITS["percent"])
-            ops, size = _get(m, "ops"), _get(m, "size_mb")
-            lines.append(SummaryLine(rec.name, row.name, row.label, str(m.get("method") or row.method.name),
+            ops, size = m.ops, m.size_mb
+            lines.append(SummaryLine(rec.name, row.name, row.label, str(m.method or row.method.name),
                                      _w_a(rec, row), top1, std, n,
                                      float(ops) if isinstance(ops, int | float) else None,
                                      float(size) if isinstance(size, int | float) else None,
-                                     _get(m, "data.display"), m.get("profile"), m.get("epochs")))
+                                     m.data.display, m.profile, m.epochs))
     return lines
 
 

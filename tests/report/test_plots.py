@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from PIL import Image
 from bvbench.recipes import load_recipe
 from bvbench.report import plots
 from bvbench.report.table import build_tables, to_markdown
+from bvbench.results import Metrics, RunDir
 
 RECIPE = """
 name: plotme
@@ -55,7 +55,7 @@ def write_run(results: Path, row: str, run_id: str, *, top1: float, ops: float, 
     d = results / "plotme" / row / run_id
     d.mkdir(parents=True)
     (d / "config.yaml").write_text(yaml.safe_dump({"recipe": "plotme", "profile": profile, "row": {"name": row}}))
-    (d / "metrics.json").write_text(json.dumps({
+    RunDir(d).write_metrics(Metrics.of({
         "recipe": "plotme", "row": row, "label": row, "run_id": run_id, "profile": profile, "seed": 0,
         "data": {"name": "fake", "display": "Fake (synthetic)"}, "epochs": sum(e for _, e in stages),
         "top1": top1, "f1": top1 - 0.05, "ops": ops, "size_mb": size_mb, "device": "cpu"}))

@@ -13,6 +13,7 @@ import pytest
 
 from bvbench.recipes import PaperColumn
 from bvbench.report.table import Cell, Table, TableRow, build_tables, to_rich, tolerance_style
+from bvbench.results import Metrics
 
 
 def _read_metrics(out: Path) -> dict[int, dict]:
@@ -103,7 +104,7 @@ def test_one_seed_shows_a_plain_value(seeded) -> None:
     from bvbench.report.table import latest_runs
 
     rec = load_recipe(str(recipe_path))
-    assert [m["seed"] for m in latest_runs(out, "tiny", "fp")] == [0, 1]
+    assert [m.seed for m in latest_runs(out, "tiny", "fp")] == [0, 1]
     assert latest_runs(out, "tiny", "fp", profile="smoke") == []
     (t,) = build_tables(rec, out, "paper")
     cell = t.rows[0].cells["top1"]
@@ -252,9 +253,11 @@ def test_rich_table_colours_delta_and_dims_rows_not_run() -> None:
             PaperColumn(key="w_a", label="W-A", unit="text", measured=False)]
 
     def row(name: str, status: str, top1: float | None, ops: float | None) -> TableRow:
-        run = {"profile": "cpu", "data": {"display": "CIFAR-10"}, "seed": 0} if status == "finished" else {}
+        run = (Metrics.of({"profile": "cpu", "data": {"display": "CIFAR-10"}, "seed": 0}) if status == "finished"
+               else Metrics())
         return TableRow(name, name, status, {"top1": Cell(70.0, top1, None, 1 if top1 is not None else 0),
-                                             "ops": Cell(1.0, ops), "w_a": Cell("1-1")}, run, [run] if run else [])
+                                             "ops": Cell(1.0, ops), "w_a": Cell("1-1")}, run,
+                        [run] if status == "finished" else [])
 
     t = Table("r", "Table 1", None, cols,
               [row("a", "finished", 70.5, 1.2), row("b", "finished", 68.0, 1.0), row("c", "finished", 74.0, 0.9),
