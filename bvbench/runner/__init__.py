@@ -1,0 +1,87 @@
+"""`bvbench run`: plan the rows of a recipe (`plan`), train each into its own run folder (`rows`); run ids in
+`identity`, torchrun support in `distributed`. Launchers (local, cluster) sit beside them in this package."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bvbench.build import build_row_model, pick_device
+from bvbench.data import build_dataset, data_root
+from bvbench.data.loader import eval_loader
+from bvbench.evaluate.metrics import classification_metrics, predict
+from bvbench.recipes import Recipe, Row, load_recipe
+from bvbench.results import RunDir, find_runs
+from bvbench.runner.distributed import DistContext, init_distributed
+from bvbench.runner.identity import ADDED_FIELDS, row_identity, run_id
+from bvbench.runner.plan import RunOptions, RunPlan, load_training_checkpoint
+from bvbench.runner.rows import RowTrainer, console
+from bvbench.train.trainer import Diverged
+
+
+class Runner:
+    """Runs the rows of one recipe: the plan decides each row's folder, the row trainer fills it."""
+
+    def __init__(self, recipe: Recipe, opts: RunOptions) -> None:
+        self.recipe, self.opts = recipe, opts
+        self.dist, self.device = init_distributed(pick_device(opts.device))
+        self.plan = RunPlan(recipe, opts, self.dist, data_root(opts.data_dir), self.say)
+        self.rows = RowTrainer(self.plan, self.device)
+
+    def say(self, msg: str) -> None:
+        if self.dist.main:
+            console.print(msg)
+
+    def run(self) -> list[RunDir]:
+        done: list[RunDir] = []
+        for row in self.plan.rows_to_run():
+            if row.status == "reference":
+                self.say(f"[dim]- {row.name}: reference row (paper value only, not run): {row.note or ''}[/]")
+                continue
+            if row.status == "pending":
+                self.say(f"[yellow]- {row.name}: skipped, method {row.method.name!r} is pending[/]")
+                continue
+            try:
+                rd = self.run_row(row)
+            except Diverged as e:
+                self.say(f"[red]! {row.name}: diverged: {e}; last good checkpoint kept; going on[/]")
+                continue
+            if rd is not None:
+                done.append(rd)
+        return done
+
+    def run_row(self, row: Row) -> RunDir | None:
+        rd, ckpt = self.plan.run_dir_for(row)
+        self.dist.barrier()  # every rank decided on the same folder before rank 0 creates it
+        if rd.done:
+            src = rd.path / "reused.json"
+            where = f"{rd.path}, trained as {json.loads(src.read_text())['from']}" if src.exists() else str(rd.path)
+            self.say(f"[green]= {row.name}: finished run reused ({where})[/]")
+            return rd
+        return self.rows.train_row(row, rd, ckpt)
+
+
+def run_recipe(name: str, opts: RunOptions) -> tuple[Recipe, list[RunDir]]:
+    recipe = load_recipe(name, opts.profile, opts.sets)
+    return recipe, Runner(recipe, opts).run()
+
+
+def evaluate_run(run_dir: str, data_dir: str | None = None, device: str = "auto") -> dict[str, Any]:
+    """Re-evaluate a finished run from its checkpoint on its test split."""
+    rd = RunDir(Path(run_dir))
+    cfg = rd.config()
+    ckpt = rd.checkpoint()
+    row = cfg.row
+    dev = pick_device(device)
+    root = data_root(data_dir or cfg.data_dir)
+    ds, info = build_dataset(row.data, root, "test")
+    loader = eval_loader(ds, row.eval.batch_size, row.data.num_workers)
+    model = build_row_model(row, info.num_classes, ckpt).to(dev)
+    logits, targets = predict(model, loader, dev)
+    metrics, _ = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
+    return {"run": str(rd.path), "data": info.display, **metrics}
+
+
+__all__ = ["ADDED_FIELDS", "DistContext", "RunOptions", "RunPlan", "RowTrainer", "Runner", "build_row_model",
+           "evaluate_run", "find_runs", "load_training_checkpoint", "row_identity", "run_id", "run_recipe"]
