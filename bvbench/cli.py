@@ -118,15 +118,18 @@ def validate(
     bad = 0
     for name in names:
         profiles = ["paper", *[p for p in (read_yaml(recipe_path(name)).get("profiles") or {}) if p in PROFILES]]
-        failed = False
+        failures: dict[str, list[str]] = {}  # message -> the profiles that fail with it
         for p in profiles:
             try:
                 load_recipe(name, p)
             except BvbenchError as e:
                 bad += 1
-                failed = True
-                err.print(f"[red]✗[/] {escape(name)} \\[{p}]: {escape(str(e))}")
-        if not failed:
+                failures.setdefault(str(e), []).append(p)
+        for msg, where in failures.items():
+            plural = "s" if len(where) > 2 else ""
+            same = f" (the same in profile{plural} {', '.join(where[1:])})" if len(where) > 1 else ""
+            err.print(f"[red]✗[/] {escape(name)} \\[{where[0]}]: {escape(msg)}{same}")
+        if not failures:
             console.print(f"[green]✓[/] {escape(name)} ({', '.join(profiles)})")
     if bad:
         raise BvbenchError(f"{bad} recipe profile(s) invalid")

@@ -6,9 +6,6 @@ attention map A. Patch embedding and heads stay full precision unless a paper sa
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from bvbench.errors import BvbenchError
@@ -34,22 +31,18 @@ from bvbench.quant import (
     TernaryWeight,
     XnorAct,
 )
-
-BitsMLP = Literal["1/1", "1/32", "32/1", "32/32"]  # W/A; "32/1": binary inputs, real weights (TS stage 1)
-BitsAttn = Literal["1/1", "32/1", "32/32"]
-
-
-class Options(BaseModel):
-    """Base of every method's options: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
-
+from bvbench.recipes.options import (
+    BiBERTOptions,
+    BitNetOptions,
+    BiViTLSFOptions,
+    BiViTOptions,
+    GSBBaselineOptions,
+    GSBOptions,
+    NoOptions,
+    QViTOptions,
+)
 
 # ---------------------------------------------------------------- BitNet (papers 1 and 2)
-
-
-class BitNetOptions(Options):
-    act_bits: int = Field(8, ge=2, le=16, description="absmax activation bits b (Q_b = 2^(b-1))")
 
 
 def _bitnet_linears(weight: Q, bits: int, granularity: str) -> dict[str, LinearPart]:
@@ -80,10 +73,6 @@ def bitnet158(model: nn.Module, o: BitNetOptions) -> Plan:
 # ---------------------------------------------------------------- Bi-ViT (Bi-Real baseline, LSF)
 
 
-class NoOptions(Options):
-    pass
-
-
 def _bireal_plan() -> Plan:
     lin = LinearPart(Q(BiRealWeight), Q(ApproxSign))
     # Bi-ViT Eq. 2 with sign and the clipped STE 1[|x| <= 1] (Bi-ViT Eq. 7) for q, k, V; the non-negative map A is
@@ -97,11 +86,6 @@ def bireal(model: nn.Module, o: NoOptions) -> Plan:
     """Bi-Real Net baseline of Bi-ViT: linears rowmean|W| sign(W) (grad through clamp(W,-1,1)) with ApproxSign
     inputs; q, k, V sign (clipped STE); attention map clip(round(A), 0, 1)."""
     return _bireal_plan()
-
-
-class BiViTLSFOptions(Options):
-    lsf: bool = Field(True, description="learnable head-wise scaling factors for q, k, V and A (Bi-ViT Eq. 9-11)")
-    variant: Literal["paper", "code"] = Field("paper", description="code: LSF with the public code's zero point")
 
 
 @register_method("bi-vit", BiViTLSFOptions, paper="Bi-ViT (Li et al.)", bits="1-1")
@@ -118,18 +102,6 @@ def bi_vit(model: nn.Module, o: BiViTLSFOptions) -> Plan:
 
 
 # ---------------------------------------------------------------- BiViT (BiBERT, BiT baselines, SAB)
-
-
-class BiBERTOptions(Options):
-    attn_bits: BitsAttn = Field("1/1", description="W/A bits of the attention module (qkv, proj, q.k, A.V)")
-    mlp_bits: BitsMLP = Field("1/1", description="W/A bits of the MLP (fc1, fc2); 32/32 keeps it real")
-
-
-class BiViTOptions(BiBERTOptions):
-    sab: bool = Field(True, description="Softmax-aware Binarization of A (BiViT Eq. 10-12); false: BiBERT Bool")
-    learnable_scale_attn: bool = Field(True, description="learnable channel scales of qkv/proj weights")
-    learnable_scale_mlp: bool = Field(False, description="learnable channel scales of fc1/fc2 weights")
-    beta: float = Field(0.25, gt=0, le=1, description="SAB threshold T = beta * rowmax P (BiViT Eq. 11)")
 
 
 def _bivit_family(o: BiBERTOptions, sab: bool, ls_attn: bool, ls_mlp: bool, beta: float) -> Plan:
@@ -194,10 +166,6 @@ def bit(model: nn.Module, o: BiBERTOptions) -> Plan:
 # ---------------------------------------------------------------- GSB
 
 
-class QViTOptions(Options):
-    pass
-
-
 @register_method("q-vit-1bit", QViTOptions, paper="GSB Table I-III, Q-ViT* (Q-ViT at 1 bit with sign)", bits="1-1")
 def q_vit_1bit(model: nn.Module, o: QViTOptions) -> Plan:
     """Q-ViT* of GSB: Q-ViT's framework at 1 bit with sign replacing its quantizer. Weights alpha_c sign(W -
@@ -227,11 +195,6 @@ def _gsb_stage1() -> Plan:
     return _gsb_8bit(Plan(linears={"fc1": LinearPart(w), "fc2": LinearPart(w)}))
 
 
-class GSBBaselineOptions(Options):
-    stage: Literal[1, 2] = Field(2, description="1: only MLP weights binarized (two-stage training); 2: all")
-    attn_scale: Literal["eq2", "eq8"] = Field("eq8", description="scale of A: mean|A| (GSB Eq. 2) or GSB Eq. 8 w/ switch")
-
-
 @register_method("gsb-baseline", GSBBaselineOptions, paper="GSB Sec. III (Ours-baseline)", bits="1-1")
 def gsb_baseline(model: nn.Module, o: GSBBaselineOptions) -> Plan:
     """GSB baseline: weights mean|W| sign(W - mean W), identity STE (GSB Eq. 2, 6); linear inputs XNOR statistics
@@ -244,16 +207,6 @@ def gsb_baseline(model: nn.Module, o: GSBBaselineOptions) -> Plan:
     att = AttnPart(q=Q(SignAct), k=Q(SignAct), v=Q(XnorAct, signed=True, center=False),
                    attn=Q(GSBBaseline, stage=1 if o.attn_scale == "eq2" else 2), attn_on="probs")
     return _gsb_8bit(Plan(linears={"qkv": b, "proj": b, "fc1": b, "fc2": a}, attention=att))
-
-
-class GSBOptions(Options):
-    gsb_att: bool = Field(True, description="GSB on the attention map (GSB Eq. 9-25); false: baseline GSB Eq. 7-8")
-    gsb_v: bool = Field(True, description="GSB on V (GSB Eq. 26-34); false: elastic sign with a [H,1,d] bias")
-    k_att: int = Field(2, ge=0, le=8, description="extra masks on A (Table VI k_a)")
-    k_v: int = Field(2, ge=0, le=8, description="extra masks on V (Table VI k_v)")
-    act_type_a: Literal["round", "sign"] = Field("round", description="fc2 input: round-clip (type-A) or sign")
-    stage: Literal[1, 2] = Field(2, description="1: only MLP weights binarized, no activations; 2: everything")
-    variant: Literal["paper", "code"] = Field("paper", description="GSB-att paper (A - Phi) or code (A + Phi)")
 
 
 @register_method("gsb", GSBOptions, paper="GSB (Gao et al.)", bits="1-1")
@@ -274,4 +227,4 @@ def gsb(model: nn.Module, o: GSBOptions) -> Plan:
     return _gsb_8bit(Plan(linears={"qkv": b, "proj": b, "fc1": b, "fc2": a}, attention=att))
 
 
-__all__ = ["Options", "apply_plan"]
+__all__ = ["apply_plan"]

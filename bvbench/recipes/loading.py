@@ -211,6 +211,8 @@ def format_validation_error(e: ValidationError, source: str, raw: dict[str, Any]
             msg = f"unknown key {str(loc[-1])!r}"
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         line = f"{source}: {field}: {msg}"
         if line not in lines:
             lines.append(line)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from bvbench.errors import BvbenchError
+from bvbench.recipes.options import check_method
 from bvbench.registry import suggest
 
 PROFILES = ("paper", "cpu", "smoke")
@@ -212,6 +213,19 @@ class Row(Strict):
     @classmethod
     def _method_shorthand(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _check_methods(self) -> Row:
+        """A row that runs names registered methods with valid options (pending/reference rows may not)."""
+        if self.status != "run":
+            return self
+        specs = [("method", self.method)] + [(f"stages[{s.name}].method", s.method) for s in self.stages if s.method]
+        for where, spec in specs:
+            try:
+                check_method(spec.name, spec.options)
+            except BvbenchError as e:
+                raise ValueError(f"{where}: {e}") from None
+        return self
 
     _resolved: tuple[tuple[Any, ...], list[StageConfig]] | None = PrivateAttr(None)
 
