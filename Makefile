@@ -8,8 +8,10 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Re-installs only when pyproject.toml changes; a second `make install` does nothing.
-$(STAMP): pyproject.toml
+# Re-installs (and so rebuilds the C kernels of bvbench/engine/csrc) only when pyproject.toml, setup.py or a
+# kernel source changes; a second `make install` does nothing.
+CSRC := $(wildcard bvbench/engine/csrc/*.c bvbench/engine/csrc/*.h)
+$(STAMP): pyproject.toml setup.py $(CSRC)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
@@ -32,4 +34,4 @@ lint: install
 	$(BIN)/ruff check bvbench tests benchmarks
 
 clean:
-	rm -rf $(VENV) results-demo .pytest_cache
+	rm -rf $(VENV) results-demo .pytest_cache build bvbench/engine/_bvkernels*.so

@@ -1,0 +1,160 @@
+/* AVX2 path: nibble-table popcount (vpshufb of the low and high nibbles, then vpsadbw per 64-bit lane), one A
+ * word broadcast against a 16-row panel (four ymm), 2 rows at a time. Target attributes, as in bv_avx512.c. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#include "bvkernels.h"
+
+#define BV_T256 __attribute__((target("avx2,popcnt")))
+#define BV_INLINE static inline __attribute__((always_inline))
+#define BV_MR256 2
+
+BV_T256 BV_INLINE __m256i op256(__m256i a, __m256i b, const int op) {
+    return op == BV_OP_AND ? _mm256_and_si256(a, b) : _mm256_xor_si256(a, b);
+}
+
+/* per 64-bit lane popcount of x */
+BV_T256 BV_INLINE __m256i popcnt256(__m256i x, __m256i lut, __m256i low4) {
+    __m256i lo = _mm256_and_si256(x, low4);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low4);
+    __m256i cnt = _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
+    return _mm256_sad_epu8(cnt, _mm256_setzero_si256());
+}
+
+/* four 64-bit counts (all < 2^31) from each of c0, c1 -> eight int32 in column order */
+BV_T256 BV_INLINE __m256i narrow256(__m256i c0, __m256i c1) {
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    __m256i l0 = _mm256_permutevar8x32_epi32(c0, even), l1 = _mm256_permutevar8x32_epi32(c1, even);
+    return _mm256_permute2x128_si256(l0, l1, 0x20);
+}
+
+/* eight outputs j0 .. j0+7 of row i (lanes >= nc masked), the formula of bv_store_scalar */
+BV_T256 BV_INLINE void store8_256(const bv_gemm_args *g, int64_t b, int64_t i, int64_t j0, int64_t nc,
+                                 __m256i cnt) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(nc < 8 ? nc : 8)), lanes);
+    int32_t sub = g->row_sub ? g->row_sub[b * g->stride_row_sub + i] : 0;
+    __m256i r = _mm256_add_epi32(_mm256_set1_epi32(g->base - sub),
+                                 _mm256_mullo_epi32(cnt, _mm256_set1_epi32(g->mul)));
+    int64_t o = b * g->stride_c + i * g->ldc + j0;
+    if (g->out_f32 == NULL) {
+        if (g->accumulate) r = _mm256_add_epi32(r, _mm256_maskload_epi32(g->out_i32 + o, mask));
+        _mm256_maskstore_epi32(g->out_i32 + o, mask, r);
+        return;
+    }
+    float s = 1.0f;
+    if (g->row_scale) s = g->row_scale[b * g->stride_row_scale + i];
+    if (g->batch_scale) s = s * g->batch_scale[b];
+    __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(r), _mm256_set1_ps(s));
+    if (g->col_scale)
+        y = _mm256_mul_ps(y, _mm256_maskload_ps(g->col_scale + b * g->stride_col_scale + j0, mask));
+    if (g->bias) y = _mm256_add_ps(y, _mm256_maskload_ps(g->bias + j0, mask));
+    if (g->accumulate) y = _mm256_add_ps(y, _mm256_maskload_ps(g->out_f32 + o, mask));
+    _mm256_maskstore_ps(g->out_f32 + o, mask, y);
+}
+
+BV_T256 BV_INLINE void tile256(const bv_gemm_args *g, int64_t b, int64_t i0, int64_t p, const int mr,
+                              const int op) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2,
+                                         3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const uint64_t *a = g->a + b * g->stride_a + i0 * g->lda;
+    const uint64_t *pn = g->b + b * g->stride_b + p * g->words * BV_NR;
+    const int64_t lda = g->lda;
+    __m256i acc[BV_MR256][4];
+#pragma GCC unroll 2
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = _mm256_setzero_si256();
+    for (int64_t w = 0; w < g->words; w++) {
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) {
+            __m256i bq = _mm256_loadu_si256((const __m256i *)(pn + w * BV_NR + 4 * q));
+#pragma GCC unroll 2
+            for (int r = 0; r < mr; r++) {
+                __m256i av = _mm256_set1_epi64x((long long)a[r * lda + w]);
+                acc[r][q] = _mm256_add_epi64(acc[r][q], popcnt256(op256(av, bq, op), lut, low4));
+            }
+        }
+    }
+    int64_t nc = g->n - p * BV_NR;
+#pragma GCC unroll 2
+    for (int r = 0; r < mr; r++) {
+        store8_256(g, b, i0 + r, p * BV_NR, nc, narrow256(acc[r][0], acc[r][1]));
+        if (nc > 8) store8_256(g, b, i0 + r, p * BV_NR + 8, nc - 8, narrow256(acc[r][2], acc[r][3]));
+    }
+}
+
+BV_T256 static void x2(const bv_gemm_args *g, int64_t b, int64_t i0, int64_t p) {
+    tile256(g, b, i0, p, 2, BV_OP_XOR);
+}
+BV_T256 static void x1(const bv_gemm_args *g, int64_t b, int64_t i0, int64_t p) {
+    tile256(g, b, i0, p, 1, BV_OP_XOR);
+}
+BV_T256 static void n2(const bv_gemm_args *g, int64_t b, int64_t i0, int64_t p) {
+    tile256(g, b, i0, p, 2, BV_OP_AND);
+}
+BV_T256 static void n1(const bv_gemm_args *g, int64_t b, int64_t i0, int64_t p) {
+    tile256(g, b, i0, p, 1, BV_OP_AND);
+}
+
+static void bv_tile_avx2(const bv_gemm_args *g, int64_t b, int64_t i0, int mr, int64_t p) {
+    if (g->op == BV_OP_AND)
+        (mr == 2 ? n2 : n1)(g, b, i0, p);
+    else
+        (mr == 2 ? x2 : x1)(g, b, i0, p);
+}
+
+/* eight floats per compare + movemask; the tail of a row compares one element at a time */
+BV_T256 static void bv_pack_f32_avx2(const bv_pack_args *pa, int64_t r0, int64_t r1) {
+    const int64_t ws = pa->panel ? BV_NR : 1;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = (const float *)pa->x + r * pa->ldx;
+        const float ts = pa->thresh ? pa->thresh[r] : pa->thresh0;
+        const __m256 t = _mm256_set1_ps(ts);
+        uint64_t *dst = bv_pack_dest(pa, r);
+        for (int64_t w = 0; w < pa->words; w++) {
+            uint64_t bits = 0;
+            for (int q = 0; q < 8; q++) {
+                int64_t idx = 64 * w + 8 * q, left = pa->k - idx;
+                if (left <= 0) break;
+                if (left >= 8) {
+                    __m256 v = _mm256_loadu_ps(x + idx);
+                    __m256 c = pa->strict ? _mm256_cmp_ps(v, t, _CMP_GT_OQ) : _mm256_cmp_ps(v, t, _CMP_GE_OQ);
+                    bits |= (uint64_t)(unsigned)_mm256_movemask_ps(c) << (8 * q);
+                } else {
+                    for (int64_t j = 0; j < left; j++) {
+                        float v = x[idx + j];
+                        bits |= (uint64_t)(pa->strict ? v > ts : v >= ts) << (8 * q + j);
+                    }
+                }
+            }
+            dst[w * ws] = bits;
+        }
+    }
+}
+
+/* thirty-two bytes per compare with zero + movemask: bit = x != 0 */
+BV_T256 static void bv_pack_u8_avx2(const bv_pack_args *pa, int64_t r0, int64_t r1) {
+    const int64_t ws = pa->panel ? BV_NR : 1;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *x = (const uint8_t *)pa->x + r * pa->ldx;
+        uint64_t *dst = bv_pack_dest(pa, r);
+        for (int64_t w = 0; w < pa->words; w++) {
+            uint64_t bits = 0;
+            for (int q = 0; q < 2; q++) {
+                int64_t idx = 64 * w + 32 * q, left = pa->k - idx;
+                if (left <= 0) break;
+                if (left >= 32) {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(x + idx));
+                    __m256i z = _mm256_cmpeq_epi8(v, _mm256_setzero_si256());
+                    bits |= (uint64_t)(~(uint32_t)_mm256_movemask_epi8(z)) << (32 * q);
+                } else {
+                    for (int64_t j = 0; j < left; j++) bits |= (uint64_t)(x[idx + j] != 0) << (32 * q + j);
+                }
+            }
+            dst[w * ws] = bits;
+        }
+    }
+}
+
+const bv_path bv_path_avx2 = {BV_MR256, bv_tile_avx2, bv_pack_f32_avx2, bv_pack_u8_avx2};
+#endif
