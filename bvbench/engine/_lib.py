@@ -10,12 +10,16 @@ from __future__ import annotations
 import ctypes
 import importlib.machinery
 import os
+import platform
 from functools import cache
 from pathlib import Path
 
 from bvbench.errors import BvbenchError
 
-__all__ = ["ABI_VERSION", "NR", "PATHS", "GemmArgs", "PackArgs", "kernel_path", "lib", "path_id", "supported_paths"]
+__all__ = [
+    "ABI_VERSION", "NR", "PATHS", "GemmArgs", "PackArgs", "cpu_model", "kernel_path", "lib", "path_id",
+    "supported_paths",
+]  # fmt: skip
 
 ABI_VERSION = 1
 NR = 16  # rows per panel of a B operand (BV_NR)
@@ -107,3 +111,15 @@ def kernel_path() -> str:
 def path_id(path: str | None = None) -> int:
     """C id of `path` (default: `kernel_path()`)."""
     return PATHS.index(path or kernel_path())
+
+
+@cache
+def cpu_model() -> str:
+    """The CPU's marketing name (/proc/cpuinfo `model name`), for latency footnotes."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"

@@ -8,7 +8,7 @@
 
 #define BV_T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq,popcnt")))
 #define BV_INLINE static inline __attribute__((always_inline))
-#define BV_MR512 4
+#define BV_MR512 4 /* 8 accumulators; 8 rows measured no faster: the loop is bound by VPOPCNTQ throughput */
 
 BV_T512 BV_INLINE __m512i op512(__m512i a, __m512i b, const int op) {
     return op == BV_OP_AND ? _mm512_and_si512(a, b) : _mm512_xor_si512(a, b);
