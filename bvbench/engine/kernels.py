@@ -105,8 +105,8 @@ def pack_signs(
     path: str | None = None,
 ) -> Tensor:
     """Bits ``x >= threshold`` (``x > threshold`` when `strict`) along the last dim: (..., K) -> uint64
-    (..., ceil(K / 64)). sign(0) = +1 is ``strict=False`` (GSB Eq. 4), sign(0) = -1 ``strict=True`` (BiViT
-    Eq. 1); a tensor `threshold` gives one threshold per row (x.shape[:-1]), e.g. SAB's beta * max P."""
+    (..., ceil(K / 64)). sign(0) = +1 is ``strict=False`` (GSB Eq. 4), sign(0) = -1 is ``strict=True``
+    (BiViT Eq. 1); a tensor `threshold` gives one threshold per row (x.shape[:-1]), e.g. SAB's beta * max P."""
     x = _as_input(x, False)
     out = torch.empty(*x.shape[:-1], words_for(x.shape[-1]), dtype=torch.uint64)
     _pack(x, out, threshold, strict, None, threads, path)
