@@ -121,10 +121,7 @@ BV_T256 static void bv_pack_f32_avx2(const bv_pack_args *pa, int64_t r0, int64_t
                     __m256 c = pa->strict ? _mm256_cmp_ps(v, t, _CMP_GT_OQ) : _mm256_cmp_ps(v, t, _CMP_GE_OQ);
                     bits |= (uint64_t)(unsigned)_mm256_movemask_ps(c) << (8 * q);
                 } else {
-                    for (int64_t j = 0; j < left; j++) {
-                        float v = x[idx + j];
-                        bits |= (uint64_t)(pa->strict ? v > ts : v >= ts) << (8 * q + j);
-                    }
+                    bits |= bv_bits_f32(x + idx, left, ts, pa->strict) << (8 * q);
                 }
             }
             dst[w * ws] = bits;
@@ -148,7 +145,7 @@ BV_T256 static void bv_pack_u8_avx2(const bv_pack_args *pa, int64_t r0, int64_t 
                     __m256i z = _mm256_cmpeq_epi8(v, _mm256_setzero_si256());
                     bits |= (uint64_t)(~(uint32_t)_mm256_movemask_epi8(z)) << (32 * q);
                 } else {
-                    for (int64_t j = 0; j < left; j++) bits |= (uint64_t)(x[idx + j] != 0) << (32 * q + j);
+                    bits |= bv_bits_u8(x + idx, left) << (32 * q);
                 }
             }
             dst[w * ws] = bits;

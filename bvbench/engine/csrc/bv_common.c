@@ -216,13 +216,7 @@ static void bv_pack_f32_portable(const bv_pack_args *pa, int64_t r0, int64_t r1)
         const float t = pa->thresh ? pa->thresh[r] : pa->thresh0;
         uint64_t *dst = bv_pack_dest(pa, r);
         for (int64_t w = 0; w < pa->words; w++) {
-            uint64_t bits = 0;
-            int64_t lim = min64(64, pa->k - 64 * w);
-            for (int64_t j = 0; j < lim; j++) {
-                float v = x[64 * w + j];
-                bits |= (uint64_t)(pa->strict ? v > t : v >= t) << j;
-            }
-            dst[w * ws] = bits;
+            dst[w * ws] = bv_bits_f32(x + 64 * w, min64(64, pa->k - 64 * w), t, pa->strict);
         }
     }
 }
@@ -233,10 +227,7 @@ static void bv_pack_u8_portable(const bv_pack_args *pa, int64_t r0, int64_t r1) 
         const uint8_t *x = (const uint8_t *)pa->x + r * pa->ldx;
         uint64_t *dst = bv_pack_dest(pa, r);
         for (int64_t w = 0; w < pa->words; w++) {
-            uint64_t bits = 0;
-            int64_t lim = min64(64, pa->k - 64 * w);
-            for (int64_t j = 0; j < lim; j++) bits |= (uint64_t)(x[64 * w + j] != 0) << j;
-            dst[w * ws] = bits;
+            dst[w * ws] = bv_bits_u8(x + 64 * w, min64(64, pa->k - 64 * w));
         }
     }
 }

@@ -73,6 +73,19 @@ extern const bv_path bv_path_avx512;
 void bv_store_scalar(const bv_gemm_args *g, int64_t b, int64_t i, int64_t j, int64_t cnt);
 uint64_t *bv_pack_dest(const bv_pack_args *pa, int64_t r);
 
+/* the scalar packing rule every path shares (tails and the portable path): bit j of the result for x[0..n) */
+static inline uint64_t bv_bits_f32(const float *x, int64_t n, float t, int strict) {
+    uint64_t bits = 0;
+    for (int64_t j = 0; j < n; j++) bits |= (uint64_t)(strict ? x[j] > t : x[j] >= t) << j;
+    return bits;
+}
+
+static inline uint64_t bv_bits_u8(const uint8_t *x, int64_t n) {
+    uint64_t bits = 0;
+    for (int64_t j = 0; j < n; j++) bits |= (uint64_t)(x[j] != 0) << j;
+    return bits;
+}
+
 /* the exported API (bv_common.c); path is BV_PORTABLE | BV_AVX2 | BV_AVX512, threads >= 1 */
 BV_API int bv_abi_version(void);
 BV_API int bv_supported_paths(void);
