@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -149,6 +149,13 @@ def run(
                                                         "next N-1 (tables show mean ± std)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     resume: Annotated[bool, typer.Option(help="continue unfinished runs from their last checkpoint")] = False,
+    launcher: Annotated[str, typer.Option(help="none (train here), local (submitit jobs on this machine) or "
+                                               "slurm (one job per row, teachers first, requeued on preemption)")] = "none",
+    partition: Annotated[str | None, typer.Option(help="Slurm partition (--launcher slurm)")] = None,
+    gpus_per_node: Annotated[int, typer.Option(min=0, help="GPUs (= DDP processes) per node for each row's job")] = 0,
+    nodes: Annotated[int, typer.Option(min=1, help="nodes per row's job (--launcher slurm)")] = 1,
+    time: Annotated[float, typer.Option(min=0.01, help="time limit per job in hours (Slurm requeues the job "
+                                                      "before it and the row resumes)")] = 24.0,
 ) -> None:
     """Train and evaluate each row of a recipe; finished runs are reused, never overwritten."""
     from dataclasses import replace
@@ -162,7 +169,12 @@ def run(
                            "recipe's seed and the next N-1")
     opts = RunOptions(profile=profile, rows=rows.split(",") if rows else None, sets=set_ or [], data_dir=data_dir,
                       download=download, out=out, seed=seed, device=device, resume=resume)
-    if seeds is None:
+    if launcher != "none":
+        _launch(recipe, opts, launcher, partition, gpus_per_node, nodes, time)
+        if launcher == "slurm":
+            return
+        rec = load_recipe(recipe, profile, set_ or [])
+    elif seeds is None:
         rec, _ = run_recipe(recipe, opts)
     else:
         first = load_recipe(recipe, profile, set_ or []).seed
@@ -172,6 +184,43 @@ def run(
     tables = build_tables(rec, Path(out), profile)
     write_tables(tables, Path(out), rec.name)
     print(to_markdown(tables))
+
+
+def _launch(recipe: str, opts: Any, launcher: str, partition: str | None, gpus: int, nodes: int,
+            hours: float) -> None:
+    from bvbench.runner.launch import ClusterOptions, submit
+
+    cluster = ClusterOptions(launcher=launcher, partition=partition, nodes=nodes, gpus_per_node=gpus,
+                             time_min=max(1, round(hours * 60)))
+    jobs = submit(recipe, opts, cluster, wait=launcher == "local")
+    for j in jobs:
+        after = f" after {', '.join(j.after)}" if j.after else ""
+        console.print(f"  {escape(j.row)}: job {j.job_id}{after}  log {escape(j.log)}")
+    console.print(f"{len(jobs)} job(s) {'finished' if launcher == 'local' else 'submitted'}; "
+                  f"`bvbench status {escape(recipe)} --out {escape(opts.out)}` shows each row")
+
+
+@app.command()
+def status(
+    recipe: Annotated[str, typer.Argument(help="recipe name or YAML path")],
+    profile: Annotated[str | None, typer.Option(help="paper, cpu or smoke (default: that of the last "
+                                                     "`run --launcher` into --out, else paper)")] = None,
+    set_: Sets = None,
+    out: Annotated[str, typer.Option(help="results folder")] = "results",
+    seed: Annotated[int | None, typer.Option(help="random seed (default: the recipe's)")] = None,
+) -> None:
+    """Each row of a recipe: finished, running (epoch, last write), queued, failed (with its log), unfinished or unstarted."""
+    from bvbench.recipes import load_recipe
+    from bvbench.runner.launch import last_submission, row_states
+
+    name = load_recipe(recipe, "paper").name
+    last = last_submission(out, name) if profile is None and not set_ else {}
+    rec = load_recipe(recipe, profile or last.get("profile", "paper"), set_ or last.get("sets", []))
+    seed = seed if seed is not None else last.get("seed")
+    for st in row_states(rec, out, seed):
+        colour = {"finished": "green", "running": "cyan", "queued": "yellow", "failed": "red"}.get(st.state, "dim")
+        log = f"  log {st.log}" if st.log and st.state != "finished" else ""
+        console.print(f"[{colour}]{st.state:>11}[/]  {escape(st.row)}  {escape(st.detail)}{escape(log)}")
 
 
 @app.command()
