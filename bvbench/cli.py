@@ -149,8 +149,16 @@ def run(
                                                         "next N-1 (tables show mean ± std)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     resume: Annotated[bool, typer.Option(help="continue unfinished runs from their last checkpoint")] = False,
+    steal_stale: Annotated[bool, typer.Option(help="take over run folders whose lock is stale (no heartbeat for "
+                                                   "10 minutes)")] = False,
 ) -> None:
-    """Train and evaluate each row of a recipe; finished runs are reused, never overwritten."""
+    """Train and evaluate each row of a recipe; finished runs are reused, never overwritten.
+
+    One process writes a run folder at a time: it holds a lock file beside it (.<run-id>.lock: host, pid,
+    start, a heartbeat every 30 s). A row whose folder another live process holds is skipped with a one-line
+    message. A lock whose process is gone (same host) is released; one without a heartbeat for 10 minutes is
+    stale and only --steal-stale takes it over.
+    """
     from dataclasses import replace
 
     from bvbench.recipes import load_recipe
@@ -161,7 +169,8 @@ def run(
         raise BvbenchError("--seed and --seeds exclude each other: --seed S runs seed S, --seeds N runs the "
                            "recipe's seed and the next N-1")
     opts = RunOptions(profile=profile, rows=rows.split(",") if rows else None, sets=set_ or [], data_dir=data_dir,
-                      download=download, out=out, seed=seed, device=device, resume=resume)
+                      download=download, out=out, seed=seed, device=device, resume=resume,
+                      steal_stale=steal_stale)
     if seeds is None:
         rec, _ = run_recipe(recipe, opts)
     else:
