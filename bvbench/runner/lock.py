@@ -98,7 +98,10 @@ class RunLock:
     # ------------------------------------------------------------- acquire
     def acquire(self, steal_stale: bool = False, stale_s: float = STALE_S) -> list[str]:
         """Claim the folder; returns notes on a lock taken over. RunBusy when another holder keeps it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BvbenchError(f"cannot create the run folder {self.run}: {e.strerror}") from None
         notes: list[str] = []
         for _ in range(3):
             if self._create():
@@ -124,6 +127,8 @@ class RunLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
+        except OSError as e:
+            raise BvbenchError(f"cannot create the run folder's lock {self.path}: {e.strerror}") from None
         with os.fdopen(fd, "w") as f:
             f.write(self._content())
             f.flush()
