@@ -156,8 +156,16 @@ def run(
     nodes: Annotated[int, typer.Option(min=1, help="nodes per row's job (--launcher slurm)")] = 1,
     time: Annotated[float, typer.Option(min=0.01, help="time limit per job in hours (Slurm requeues the job "
                                                       "before it and the row resumes)")] = 24.0,
+    steal_stale: Annotated[bool, typer.Option(help="take over run folders whose lock is stale (no heartbeat for "
+                                                   "10 minutes)")] = False,
 ) -> None:
-    """Train and evaluate each row of a recipe; finished runs are reused, never overwritten."""
+    """Train and evaluate each row of a recipe; finished runs are reused, never overwritten.
+
+    One process writes a run folder at a time: it holds a lock file beside it (.<run-id>.lock: host, pid,
+    start, a heartbeat every 30 s). A row whose folder another live process holds is skipped with a one-line
+    message. A lock whose process is gone (same host) is released; one without a heartbeat for 10 minutes is
+    stale and only --steal-stale takes it over.
+    """
     from dataclasses import replace
 
     from bvbench.recipes import load_recipe
@@ -168,7 +176,8 @@ def run(
         raise BvbenchError("--seed and --seeds exclude each other: --seed S runs seed S, --seeds N runs the "
                            "recipe's seed and the next N-1")
     opts = RunOptions(profile=profile, rows=rows.split(",") if rows else None, sets=set_ or [], data_dir=data_dir,
-                      download=download, out=out, seed=seed, device=device, resume=resume)
+                      download=download, out=out, seed=seed, device=device, resume=resume,
+                      steal_stale=steal_stale)
     if launcher != "none":
         _launch(recipe, opts, launcher, partition, gpus_per_node, nodes, time)
         if launcher == "slurm":

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import bvbench.train.trainer as trainer_mod
-from bvbench.results import atomic_write_bytes
 
 
 def _metrics(out: Path, recipe: str = "tiny", row: str = "fp") -> dict:
@@ -92,27 +91,72 @@ def test_nan_loss_marks_row_diverged_and_recipe_goes_on(cli, tiny_recipe: Path, 
 WRITER = """
 import sys
 from pathlib import Path
-from bvbench.results import atomic_write_bytes
-target = Path(sys.argv[1])
-i = 0
+import torch
+from bvbench.results import atomic_torch_save, atomic_write_json
+kind, target = sys.argv[1], Path(sys.argv[2])
+print("ready", flush=True)
+i = int(sys.argv[3])
 while True:
     i += 1
-    atomic_write_bytes(target, bytes([i % 251]) * 4_000_000)
+    if kind == "json":
+        atomic_write_json(target, {"version": i, "data": [i] * 400_000})
+    else:
+        atomic_torch_save({"version": i, "data": torch.full((1_000_000,), i)}, target)
 """
 
 
-def test_killed_writer_leaves_old_or_new_file(tmp_path: Path) -> None:
-    target = tmp_path / "metrics.json"
-    atomic_write_bytes(target, b"\x00" * 4_000_000)
+def _version(kind: str, target: Path) -> int:
+    """The version a complete file holds; fails on a partial or mixed one."""
+    if kind == "json":
+        obj = json.loads(target.read_text())
+        assert set(obj["data"]) == {obj["version"]} and len(obj["data"]) == 400_000
+        return obj["version"]
+    obj = torch.load(target, weights_only=True)
+    assert obj["data"].shape == (1_000_000,) and bool((obj["data"] == obj["version"]).all())
+    return obj["version"]
+
+
+def _kill_while_writing(kind: str, target: Path, start: int) -> bool:
+    """Run the writer, SIGKILL it while a temporary file of `target` is being written; True if one was seen."""
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, kind, str(target), str(start)], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    import time
+
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        deadline, seen = time.monotonic() + 20, False
+        while time.monotonic() < deadline and proc.poll() is None:
+            for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+                try:
+                    started = tmp.stat().st_size > 0
+                except FileNotFoundError:
+                    continue
+                seen = True
+                if started or time.monotonic() > deadline - 15:
+                    return True
+            time.sleep(0.0005)
+        return seen
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("kind", ["json", "torch"])
+def test_killed_writer_leaves_old_or_new_file(tmp_path: Path, kind: str) -> None:
+    """SIGKILL in the middle of atomic_write_json / atomic_torch_save: the target is one whole version."""
+    from bvbench.results import atomic_torch_save, atomic_write_json
+
+    target = tmp_path / ("metrics.json" if kind == "json" else "checkpoint.pt")
+    if kind == "json":
+        atomic_write_json(target, {"version": 0, "data": [0] * 400_000})
+    else:
+        atomic_torch_save({"version": 0, "data": torch.full((1_000_000,), 0)}, target)
+    last = 0
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)])
-        try:
-            proc.wait(timeout=0.4)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        data = target.read_bytes()
-        assert len(data) == 4_000_000 and len(set(data)) == 1  # one whole version, never a mix or a stub
+        assert _kill_while_writing(kind, target, last * 1000), "the writer never started a temporary file"
+        version = _version(kind, target)  # old or new, never a mix or a stub
+        assert version >= last
+        last = version
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),

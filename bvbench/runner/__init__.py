@@ -15,6 +15,7 @@ from bvbench.recipes import Recipe, Row, load_recipe
 from bvbench.results import RunDir, find_runs
 from bvbench.runner.distributed import DistContext, init_distributed
 from bvbench.runner.identity import ADDED_FIELDS, row_identity, run_id
+from bvbench.runner.lock import RunBusy
 from bvbench.runner.plan import RunOptions, RunPlan, load_training_checkpoint
 from bvbench.runner.rows import RowTrainer, console
 from bvbench.train.trainer import Diverged
@@ -52,14 +53,21 @@ class Runner:
         return done
 
     def run_row(self, row: Row) -> RunDir | None:
-        rd, ckpt = self.plan.run_dir_for(row)
-        self.dist.barrier()  # every rank decided on the same folder before rank 0 creates it
-        if rd.done:
-            src = rd.path / "reused.json"
-            where = f"{rd.path}, trained as {json.loads(src.read_text())['from']}" if src.exists() else str(rd.path)
-            self.say(f"[green]= {row.name}: finished run reused ({where})[/]")
-            return rd
-        return self.rows.train_row(row, rd, ckpt)
+        try:
+            rd, ckpt = self.plan.run_dir_for(row)
+        except RunBusy as e:  # another process trains this row into the same folder: leave it alone
+            self.say(f"[yellow]- {row.name}: skipped: {e}[/]")
+            return None
+        try:
+            self.dist.barrier()  # every rank decided on the same folder before rank 0 creates it
+            if rd.done:
+                src = rd.path / "reused.json"
+                where = f"{rd.path}, trained as {json.loads(src.read_text())['from']}" if src.exists() else str(rd.path)
+                self.say(f"[green]= {row.name}: finished run reused ({where})[/]")
+                return rd
+            return self.rows.train_row(row, rd, ckpt)
+        finally:
+            self.plan.release_all()
 
 
 def run_recipe(name: str, opts: RunOptions) -> tuple[Recipe, list[RunDir]]:

@@ -33,7 +33,8 @@ from bvbench.results import (
     link_or_copy,
     now,
 )
-from bvbench.runner.plan import RunPlan, load_training_checkpoint
+from bvbench.runner.lock import RunBusy
+from bvbench.runner.plan import RunPlan
 from bvbench.train.trainer import Diverged, Interrupted, Trainer, seed_everything
 
 console = Console(highlight=False, soft_wrap=True)
@@ -66,6 +67,9 @@ class RowTrainer:
         """The final model of a finished row (its stages' methods applied, weights loaded)."""
         rd = self.plan.finished_run(row)
         if rd is None:
+            if (busy := self.plan.busy(row)) is not None:
+                raise BvbenchError(f"row {row.name!r} is not finished: it is being trained by another process "
+                                   f"({busy}); run this row again when it has finished")
             raise BvbenchError(f"row {row.name!r} has no finished run for profile {self.recipe.profile!r} "
                                f"and seed {self.seed}; run it first (bvbench run {self.recipe.name} --rows {row.name})")
         if not rd.checkpoint_path.exists():
@@ -76,6 +80,18 @@ class RowTrainer:
         """A finished run whose checkpoint is gone (results are committed without checkpoints) is needed as a
         teacher or initialisation: train the row again, same configuration and seed, in a scratch folder next to
         it and move only the weights over. Its metrics stay as they are; `weights.json` records both results."""
+        scratch = RunDir(rd.path.parent / f"{rd.path.name}.weights")
+        try:  # the scratch folder's lock also guards the finished run while its weights are put back
+            self.plan.claim(row, scratch.path)
+        except RunBusy as e:
+            raise BvbenchError(f"row {row.name!r}: its weights are being recovered by another process: {e}") from None
+        try:
+            if not rd.checkpoint_path.exists():
+                self._recover_weights(row, rd, scratch)
+        finally:
+            self.plan.release(scratch.path)
+
+    def _recover_weights(self, row: Row, rd: RunDir, scratch: RunDir) -> None:
         twin = find_identical_run(self.results, rd.path.name, exclude=rd.path, with_checkpoint=True)
         if twin is not None:  # the same run id elsewhere kept (or already recovered) its weights: share them
             if self.dist.main:
@@ -85,13 +101,12 @@ class RowTrainer:
             self.dist.barrier()
             self.say(f"[yellow]  {row.name}: checkpoint.pt was missing; taken from the identical run {twin.path}[/]")
             return
-        scratch = RunDir(rd.path.parent / f"{rd.path.name}.weights")
         self.say(f"[yellow]  {row.name}: its finished run {rd.path} has no checkpoint.pt (checkpoints are not kept "
                  f"with committed results); training it again with the same configuration and seed to recover "
                  f"its weights[/]")
         ckpt = None
         if scratch.checkpoint_path.exists() and not scratch.done:
-            ckpt = load_training_checkpoint(scratch.checkpoint_path)
+            ckpt = self.plan.resume_state(row, scratch)  # None and marked done if only `.done` was missing
         if not scratch.done:
             self.train_row(row, scratch, ckpt)
         if self.dist.main:
@@ -186,6 +201,8 @@ class RowTrainer:
                       test_info: Any, n_train: int, n_test: int, train_time: float, trainer: Trainer,
                       env: dict[str, Any]) -> None:
         """Everything a finished run leaves behind; `.done` last."""
+        if rd.done:  # never rewrite a finished run (the folder lock makes this unreachable)
+            raise BvbenchError(f"{rd.path} was finished by another process meanwhile; its files are kept")
         classes = list(test_info.classes)
         write_confusion_csv(cm, classes, rd.path / "confusion.csv")
         plot_confusion(cm, classes, rd.path / "confusion.png", f"{self.recipe.name} / {row.label}")
