@@ -90,7 +90,6 @@ class EpochSampler(Sampler[int]):
         return len(self.indices)
 
 
-@dataclass
 class PositionedSampler(Sampler[tuple[int, int]]):
     """One sampler for a persistent loader, placed at an epoch and a batch before each pass; yields
     (epoch key, index) so that `SeededSamples` seeds every sample's transform from (seed, epoch, index)."""
@@ -139,6 +138,7 @@ class SeededSamples(Dataset):
         return self.base[i]
 
 
+@dataclass
 class Dist:
     """Distributed context (a single process when world == 1)."""
 
