@@ -31,7 +31,7 @@ def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoad
     """A test-set loader in the dataset's order. Its workers ignore SIGINT/SIGTERM like the training workers:
     a signal to the process group during the per-epoch evaluation must reach the main process only."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      worker_init_fn=_quiet_worker if num_workers else None)
+                      worker_init_fn=_quiet_worker if num_workers else None, persistent_workers=num_workers > 0)
 
 
 def build_loader(

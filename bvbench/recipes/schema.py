@@ -4,6 +4,7 @@ the method option models of `bvbench.recipes.options`."""
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -131,6 +132,23 @@ class AugmentConfig(Strict):
                     or self.random_erasing > 0)
 
 
+def checkpoint_interval(v: int | str | None) -> tuple[int | None, float | None]:
+    """`train.checkpoint_every` as (steps, seconds): 50 -> (50, None), '10min' -> (None, 600.0)."""
+    if v is None:
+        return None, None
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v < 1:
+            raise ValueError("checkpoint_every must be a number of steps >= 1 or minutes like '10min'")
+        return v, None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(min|m|s|steps?)?\s*", str(v))
+    if m is None or float(m.group(1)) <= 0:
+        raise ValueError(f"checkpoint_every {v!r}: use a number of steps (50) or minutes ('10min')")
+    num, unit = float(m.group(1)), m.group(2) or "steps"
+    if unit.startswith("step"):
+        return max(1, int(num)), None
+    return None, num * 60 if unit in ("min", "m") else num
+
+
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=0)
     batch_size: int = Field(128, ge=1)
@@ -150,7 +168,16 @@ class TrainConfig(Strict):
     grad_clip: float | None = Field(None, gt=0)
     amp: bool = Field(True, description="bf16/fp16 autocast on CUDA; ignored on the CPU")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short (smoke tests)")
+    checkpoint_every: int | str | None = Field(
+        None, description="also save a step checkpoint every N steps (50) or M minutes ('10min'); not part of "
+                          "the run id")
     augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _checkpoint_every(cls, v: int | str | None) -> int | str | None:
+        checkpoint_interval(v)
+        return v
 
 
 class EvalConfig(Strict):

@@ -25,6 +25,7 @@ def row_identity(recipe: Recipe, row: Row, seed: int) -> dict[str, Any]:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict) and node.get(key, neutral) == neutral:
             node.pop(key, None)
+    ident.get("train", {}).pop("checkpoint_every", None)  # when to save changes no result
     ident.update({"profile": recipe.profile, "seed": seed, "methods_version": methods_version()})
     for dep in ("teacher", "init_from"):
         ref = getattr(row, dep)

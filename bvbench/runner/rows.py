@@ -188,7 +188,8 @@ class RowTrainer:
             raise InterruptedRun(f"{row.name}: interrupted ({e}); checkpoint saved in {rd.path}; "
                                f"continue with: bvbench run {self.recipe.name} --resume (same options)") from None
         train_time = time.perf_counter() - t0
-        logits, targets = predict(model, test_loader, self.device)
+        # the last epoch already evaluated this model on this test set: reuse it (bit-identical)
+        logits, targets = trainer.final_eval or predict(model, test_loader, self.device)
         metrics, cm = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
         if self.dist.main:
             metrics.update(complexity_metrics(model, row, fp_macs(row, info.num_classes)))
