@@ -329,21 +329,31 @@ def attention(
     console.print(f"wrote {escape(str(path))}")
 
 
+class Engine(str, Enum):
+    simulated = "simulated"
+    packed = "packed"
+
+
 @app.command("eval")
 def eval_cmd(
     run_dir: Annotated[str, typer.Argument(help="a finished run folder results/<recipe>/<row>/<run-id>, or a "
                                                 "packed model file written by `bvbench export`")],
     data_dir: Annotated[str | None, typer.Option(help="data root")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    engine: Annotated[Engine, typer.Option(help="packed model files: simulated (fake-quantized) or packed "
+                                                "(the bit-kernel engine, CPU)")] = Engine.simulated,
 ) -> None:
     """Re-evaluate a finished run from its checkpoint, or a packed model file."""
     import json
 
-    if Path(run_dir).is_file():
-        from bvbench.evaluate.export import evaluate_packed
+    from bvbench.evaluate.export import evaluate_packed, is_packed_file
 
-        print(json.dumps(evaluate_packed(run_dir, data_dir, device), indent=2))
+    if is_packed_file(run_dir):
+        print(json.dumps(evaluate_packed(run_dir, data_dir, device, engine.value), indent=2))
         return
+    if engine is Engine.packed:
+        raise BvbenchError(f"--engine packed runs a packed model file; write one with `bvbench export {run_dir} "
+                           "--out model.bvb`")
     from bvbench.runner import evaluate_run
 
     print(json.dumps(evaluate_run(run_dir, data_dir, device), indent=2))
