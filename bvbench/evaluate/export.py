@@ -29,6 +29,7 @@ inference runs the very same ``F.linear`` on the very same weights without binar
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from collections.abc import Iterator
@@ -63,6 +64,7 @@ __all__ = [
     "is_packed_file",
     "load_engine",
     "load_packed",
+    "packed_file_bytes",
     "pack_bits",
     "pack_ternary",
     "unpack_bits",
@@ -303,6 +305,44 @@ def _plain_entries(model: nn.Module, skip: set[str], blobs: _Blobs, half: bool) 
     return entries
 
 
+def _pack(model: nn.Module, codes: dict[str, tuple[str, Tensor, Tensor]], half: bool
+          ) -> tuple[list[dict[str, Any]], list[str], dict[str, Tensor]]:
+    """Manifest entries, layers stored dequantized and the blobs of a frozen model."""
+    blobs = _Blobs()
+    entries, dequantized = _weight_entries(model, codes, blobs)
+    entries += _plain_entries(model, {_weight_key(n) for n, _ in _weight_modules(model)}, blobs, half)
+    return entries, dequantized, blobs.tensors()
+
+
+def _blob_info(tensors: dict[str, Tensor]) -> dict[str, dict[str, Any]]:
+    return {k: {"numel": v.numel(), "sha256": _sha256(v)} for k, v in tensors.items()}
+
+
+class _ByteCounter:
+    """A write-only file that counts the bytes `torch.save` writes to it."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def write(self, data: bytes) -> int:
+        self.n += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def packed_file_bytes(model: nn.Module, manifest: dict[str, Any] | None = None) -> int:
+    """Bytes of the packed file `model` is written as (`bvbench export`'s layout with `manifest`'s extra keys,
+    e.g. the row), without writing it; `model` is unchanged (a frozen copy is packed)."""
+    frozen = copy.deepcopy(model)
+    entries, _, tensors = _pack(frozen, freeze_weights(frozen), False)
+    head = {"format": FORMAT, "version": VERSION, "created": now(), **(manifest or {})}
+    sink = _ByteCounter()
+    torch.save({"manifest": {**head, "entries": entries, "blobs": _blob_info(tensors)}, "blobs": tensors}, sink)
+    return sink.n
+
+
 def _manifest(cfg: Any, run_dir: Path, extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "format": FORMAT, "version": VERSION, "created": now(), "recipe": cfg.recipe, "profile": cfg.profile,
@@ -327,14 +367,11 @@ def export_run(run_dir: str | Path, out_file: str | Path, *, half: bool = False)
     model = build_row_model(cfg.row, num_classes, ckpt).eval()
     theo = theoretical_size(model)  # before freezing: learnable weight scales still count as parameters
     codes = freeze_weights(model)
-    blobs = _Blobs()
-    entries, dequantized = _weight_entries(model, codes, blobs)
-    entries += _plain_entries(model, {_weight_key(n) for n, _ in _weight_modules(model)}, blobs, half)
-    tensors = blobs.tensors()
+    entries, dequantized, tensors = _pack(model, codes, half)
     manifest = _manifest(cfg, Path(run_dir), {
         "num_classes": num_classes, "methods_version": methods_version(), "half": half,
         "sizes": {"theoretical_bytes": theo["bytes"], "checkpoint_bytes": ckpt.stat().st_size},
-        "entries": entries, "blobs": {k: {"numel": v.numel(), "sha256": _sha256(v)} for k, v in tensors.items()},
+        "entries": entries, "blobs": _blob_info(tensors),
     })  # fmt: skip
     out = Path(out_file)
     try:
