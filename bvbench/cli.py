@@ -334,15 +334,38 @@ def profile(
         return
     t = Table(title=f"{rec.name} ({rec.profile}): complexity per forward pass of one image")
     for col in ("row", "params (M)", "MACs (G)", "BOPs (G)", "FLOPs (G)", "OPs (1e8)", "fp32 (MiB)",
-                "size (MB)", *(["latency b1 (ms)"] if latency else [])):
+                "size (MB)", ".bvb (MB)", ".bvb / fp32", *(["latency b1 (ms)"] if latency else [])):
         t.add_column(col, justify="right" if col != "row" else "left")
     for r in out:
         t.add_row(r["row"], f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e9:.3f}", f"{r['bops'] / 1e9:.3f}",
                   f"{r['flops'] / 1e9:.3f}", f"{r['ops'] / 1e8:.3f}", f"{r['size_fp32_mib']:.2f}",
-                  f"{r['size_mb']:.2f}", *([f"{r['latency_ms']:.2f}"] if latency else []))
+                  f"{r['size_mb']:.2f}", f"{r['bvb_bytes'] / 1e6:.3f}", f"{r['bvb_vs_fp32']:.3f}",
+                  *([f"{r['latency_ms']:.2f}"] if latency else []))
     console.print(t)
+    if latency and out:
+        _print_latency(out)
     if skipped:
         console.print(f"[dim]not profiled (reference rows or methods not implemented): {', '.join(skipped)}[/]")
+
+
+def _print_latency(rows: list[dict]) -> None:
+    """`profile --latency`'s table: per row, variant, threads and batch size; footnote: kernel path and CPU."""
+    t = Table(title="latency per forward pass (ms); x fp32 = fp32 median / this median")
+    for col in ("row", "variant", "threads", "batch", "median", "p10", "p90", "x fp32"):
+        t.add_column(col, justify="left" if col in ("row", "variant") else "right")
+    for r in rows:
+        fp = {(x["threads"], x["batch_size"]): x["median_ms"] for x in r["latency"] if x["mode"] == "fp32"}
+        for x in r["latency"]:
+            t.add_row(r["row"], x["mode"], str(x["threads"]), str(x["batch_size"]), f"{x['median_ms']:.3f}",
+                      f"{x['p10_ms']:.3f}", f"{x['p90_ms']:.3f}",
+                      f"{fp[x['threads'], x['batch_size']] / x['median_ms']:.2f}")
+    console.print(t)
+    r0 = rows[0]
+    console.print(f"[dim]packed = bvbench's bit-kernel engine, kernel path {r0['kernel_path']}; simulated = "
+                  f"fake-quantized; CPU: {escape(r0['cpu'])} ({', '.join(r0['cpu_flags']) or 'no SIMD flags'})[/]")
+    for r in rows:
+        if r.get("packed_note"):
+            console.print(f"[dim]{r['row']}: no packed column: {escape(r['packed_note'])}[/]")
 
 
 @app.command()
@@ -387,21 +410,31 @@ def attention(
     console.print(f"wrote {escape(str(path))}")
 
 
+class Engine(str, Enum):
+    simulated = "simulated"
+    packed = "packed"
+
+
 @app.command("eval")
 def eval_cmd(
     run_dir: Annotated[str, typer.Argument(help="a finished run folder results/<recipe>/<row>/<run-id>, or a "
                                                 "packed model file written by `bvbench export`")],
     data_dir: Annotated[str | None, typer.Option(help="data root")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    engine: Annotated[Engine, typer.Option(help="packed model files: simulated (fake-quantized) or packed "
+                                                "(the bit-kernel engine, CPU)")] = Engine.simulated,
 ) -> None:
     """Re-evaluate a finished run from its checkpoint, or a packed model file."""
     import json
 
-    if Path(run_dir).is_file():
-        from bvbench.evaluate.export import evaluate_packed
+    from bvbench.evaluate.export import evaluate_packed, is_packed_file
 
-        print(json.dumps(evaluate_packed(run_dir, data_dir, device), indent=2))
+    if is_packed_file(run_dir):
+        print(json.dumps(evaluate_packed(run_dir, data_dir, device, engine.value), indent=2))
         return
+    if engine is Engine.packed:
+        raise BvbenchError(f"--engine packed runs a packed model file; write one with `bvbench export {run_dir} "
+                           "--out model.bvb`")
     from bvbench.runner import evaluate_run
 
     print(json.dumps(evaluate_run(run_dir, data_dir, device), indent=2))
