@@ -73,8 +73,12 @@ class Holder:
         return cls(info if isinstance(info, dict) else {}, time.time() - beat)
 
     def gone(self) -> bool:
-        """Same host and the holder's process no longer exists."""
+        """Same host and the holder's process no longer exists, or the holder was an earlier attempt of this
+        very Slurm job (a requeued job restarts only after every process of its last attempt was killed)."""
         pid = self.info.get("pid")
+        job = os.environ.get("SLURM_JOB_ID")
+        if job and self.info.get("slurm_job") == job and (self.info.get("host"), pid) != (platform.node(), os.getpid()):
+            return True
         return (self.info.get("host") == platform.node() and isinstance(pid, int)
                 and not _pid_alive(pid, self.info.get("proc_start")))
 
@@ -91,7 +95,8 @@ class RunLock:
         self.run, self.path = run, lock_path(run)
         self.token = secrets.token_hex(8)
         self.info = {"host": platform.node(), "pid": os.getpid(), "proc_start": _proc_start(os.getpid()),
-                     "start": now(), "run": str(run), "token": self.token}
+                     "start": now(), "run": str(run), "token": self.token,
+                     "slurm_job": os.environ.get("SLURM_JOB_ID")}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
