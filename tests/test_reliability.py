@@ -39,7 +39,7 @@ def test_sigterm_mid_epoch_then_resume_equals_uninterrupted(cli, tiny_recipe: Pa
 
     monkeypatch.setattr(trainer_mod, "lr_at", lr_at_then_signal)
     code, _, err = cli(*args, "--out", str(tmp_path / "b"))
-    assert code == 130 and "interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert code == 143 and "interrupted by SIGTERM" in err and "--resume" in err and "Traceback" not in err
     (run,) = list((tmp_path / "b" / "tiny" / "fp").iterdir())
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["fit"]["epoch"] == 1 and ckpt["fit"]["step"] == 3  # saved at the step boundary
@@ -80,7 +80,7 @@ def test_nan_loss_marks_row_diverged_and_recipe_goes_on(cli, tiny_recipe: Path, 
 
     monkeypatch.setattr(trainer_mod.ClassificationLoss, "forward", nan_after_three)
     code, out, err = cli("run", str(tiny_recipe), "--device", "cpu", "--out", str(tmp_path))
-    assert code == 0, err
+    assert code == 1 and "2 row(s) without a finished run: fp (diverged), second (diverged)" in err, err
     assert out.count("diverged") >= 2 and "step 4" in out  # both rows tried, the message says where
     for row in ("fp", "second"):
         (run,) = list((tmp_path / "tiny" / row).iterdir())
@@ -152,8 +152,8 @@ def test_sigterm_to_the_process_group_with_loader_workers_saves_and_exits_cleanl
     assert proc.poll() is None, proc.communicate()
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err and "DataLoader worker" not in err
+    assert proc.returncode == 143, err  # 128 + SIGTERM
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err and "DataLoader worker" not in err
     (run,) = list((out / "tiny" / "fp").iterdir())
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["fit"]["epoch"] >= 1 and not (run / ".done").exists()
