@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bvbench.errors import BvbenchError
+from bvbench.errors import BvbenchError, InterruptedRun, Stopped, signal_name
 
 app = typer.Typer(
     name="bvbench",
@@ -170,7 +172,7 @@ def run(
 
     from bvbench.recipes import load_recipe
     from bvbench.report.table import build_tables, to_markdown, write_tables
-    from bvbench.runner import RunOptions, run_recipe
+    from bvbench.runner import RowsFailed, RunOptions, run_recipe
 
     if seed is not None and seeds is not None:
         raise BvbenchError("--seed and --seeds exclude each other: --seed S runs seed S, --seeds N runs the "
@@ -178,21 +180,36 @@ def run(
     opts = RunOptions(profile=profile, rows=rows.split(",") if rows else None, sets=set_ or [], data_dir=data_dir,
                       download=download, out=out, seed=seed, device=device, resume=resume,
                       steal_stale=steal_stale)
+    failures: list[RowsFailed] = []
     if launcher != "none":
         _launch(recipe, opts, launcher, partition, gpus_per_node, nodes, time)
         if launcher == "slurm":
             return
         rec = load_recipe(recipe, profile, set_ or [])
     elif seeds is None:
-        rec, _ = run_recipe(recipe, opts)
+        rec = _run_seed(run_recipe, recipe, opts, failures)
     else:
         first = load_recipe(recipe, profile, set_ or []).seed
         for i in range(seeds):
             console.print(f"[bold]seed {first + i}[/] ({i + 1} of {seeds})")
-            rec, _ = run_recipe(recipe, replace(opts, seed=first + i))
+            rec = _run_seed(run_recipe, recipe, replace(opts, seed=first + i), failures)
     tables = build_tables(rec, Path(out), profile)
     write_tables(tables, Path(out), rec.name)
     print(to_markdown(tables))
+    if failures:  # the table is written; the exit code still says that rows are missing
+        raise failures[0] if len(failures) == 1 else RowsFailed("; ".join(
+            f"seed {first + i}: {f}" for i, f in enumerate(failures)))
+
+
+def _run_seed(run_recipe: Any, recipe: str, opts: Any, failures: list[Any]) -> Any:
+    """One `run_recipe`; a RowsFailed (diverged or blocked rows) is kept for the end, after the tables."""
+    from bvbench.runner import RowsFailed
+
+    try:
+        return run_recipe(recipe, opts)[0]
+    except RowsFailed as e:
+        failures.append(e)
+        return e.recipe
 
 
 def _launch(recipe: str, opts: Any, launcher: str, partition: str | None, gpus: int, nodes: int,
@@ -459,9 +476,20 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one line and exit 2, never a traceback."""
+    """Entry point: user errors print one line and exit 2, never a traceback; a signal prints one line and exits
+    128 + its number (130 for Ctrl-C, 143 for SIGTERM), whatever the command was doing."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if threading.current_thread() is threading.main_thread():
+        for s in old:
+            signal.signal(s, _stop_now)
     try:
-        app(args=argv, prog_name="bvbench", standalone_mode=False)
+        code = app(args=argv, prog_name="bvbench", standalone_mode=False)
+    except Stopped as e:
+        err.print(f"interrupted by {signal_name(e.signum)}" + (f" and {e.where}" if e.where else ""))
+        sys.exit(e.exit_code)
+    except InterruptedRun as e:
+        err.print(escape(str(e)))
+        sys.exit(e.exit_code)
     except BvbenchError as e:
         err.print("[red]error:[/] " + escape(str(e)))
         sys.exit(e.exit_code)
@@ -473,6 +501,19 @@ def main(argv: list[str] | None = None) -> None:
         if code is None:
             raise
         sys.exit(code)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for s, h in old.items():
+                signal.signal(s, h)
+    if isinstance(code, int) and code:  # Typer returns Exit(130) for a KeyboardInterrupt it caught
+        if code == 130:
+            err.print("interrupted")
+        sys.exit(code)
+
+
+def _stop_now(signum: int, frame: Any) -> None:
+    """Outside a run's own handler (see StopFlag) a signal stops the command at once."""
+    raise Stopped(signum)
 
 
 def _usage_error(e: Exception) -> int | None:

@@ -18,7 +18,7 @@ from bvbench import methods
 from bvbench.build import build_row_model
 from bvbench.data import build_dataset
 from bvbench.data.loader import eval_loader
-from bvbench.errors import BvbenchError, InterruptedRun
+from bvbench.errors import BvbenchError, InterruptedRun, Stopped, signal_name
 from bvbench.evaluate.metrics import classification_metrics, plot_confusion, predict, write_confusion_csv
 from bvbench.evaluate.profile import complexity_metrics, fp_macs
 from bvbench.models import build_model
@@ -35,7 +35,7 @@ from bvbench.results import (
 )
 from bvbench.runner.lock import RunBusy
 from bvbench.runner.plan import RunPlan
-from bvbench.train.trainer import Diverged, Interrupted, Trainer, seed_everything
+from bvbench.train.trainer import Diverged, Interrupted, StopFlag, Trainer, seed_everything
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -48,6 +48,7 @@ class RowTrainer:
         self.recipe, self.opts, self.seed, self.dist = plan.recipe, plan.opts, plan.seed, plan.dist
         self.results, self.root, self.say = plan.results, plan.root, plan.say
         self._data: dict[str, Any] = {}
+        self.stop = StopFlag()  # installed by the Runner for the whole run
 
     # ------------------------------------------------------------- data
     def data(self, row: Row, split: str) -> tuple[Any, Any]:
@@ -148,7 +149,29 @@ class RowTrainer:
         return model, teacher
 
     def train_row(self, row: Row, rd: RunDir, ckpt: dict[str, Any] | None) -> RunDir:
-        """Train and evaluate one row into `rd` (resuming from `ckpt` if given); returns the finished run."""
+        """Train and evaluate one row into `rd` (resuming from `ckpt` if given); returns the finished run. A
+        signal ends it with InterruptedRun (exit 128 + signal) that says what was saved."""
+        try:
+            return self._train_row(row, rd, ckpt)
+        except Interrupted as e:  # the trainer saved a checkpoint at a step or epoch boundary
+            raise InterruptedRun(f"{row.name}: interrupted by {signal_name(self.stop.signal or 2)} ({e}); "
+                                 f"checkpoint saved in {rd.path}; {self.resume_hint()}", self.stop.signal or 2) from None
+        except Stopped as e:
+            raise InterruptedRun(self.stopped_message(row, rd, e), e.signum) from None
+
+    def resume_hint(self) -> str:
+        return f"continue with: bvbench run {self.recipe.name} --resume (same options)"
+
+    def stopped_message(self, row: Row, rd: RunDir, e: Stopped) -> str:
+        """What a signal that stopped a row at once left behind, in one line."""
+        how = f"interrupted by {signal_name(e.signum)}" + (f" and {e.where}" if e.where else "")
+        if rd.done:
+            return f"{row.name}: finished ({rd.path}), then {how}; later rows did not start; {self.resume_hint()}"
+        if rd.checkpoint_path.exists():
+            return f"{row.name}: {how}; its last checkpoint is kept in {rd.path}; {self.resume_hint()}"
+        return f"{row.name}: {how} before its first checkpoint, nothing to save; {self.resume_hint()}"
+
+    def _train_row(self, row: Row, rd: RunDir, ckpt: dict[str, Any] | None) -> RunDir:
         train_set, info = self.data(row, "train")
         test_loader, test_info = self.test_loader(row)
         self.say(f"[bold]> {self.recipe.name}/{row.name}[/] ({row.label}) on {info.display}, "
@@ -176,25 +199,25 @@ class RowTrainer:
                             console=console, transient=True, disable=not self.dist.main)
         trainer = Trainer(row, model, train_set, test_loader, info.num_classes, self.device, rd.path, self.seed,
                           teacher=teacher, dist=self.dist, progress=progress, log=console.print,
-                          wrap=self.dist.wrap)
+                          wrap=self.dist.wrap, stop=self.stop)
         try:
             with progress:
                 model = trainer.fit(resume=ckpt)
         except Diverged as e:
             if self.dist.main:
                 atomic_write_json(rd.path / "diverged.json", {"status": "diverged", "message": str(e), "time": now()})
-            raise
-        except Interrupted as e:
-            raise InterruptedRun(f"{row.name}: interrupted ({e}); checkpoint saved in {rd.path}; "
-                               f"continue with: bvbench run {self.recipe.name} --resume (same options)") from None
+            kept = ("its last checkpoint (before the divergence) is kept" if rd.checkpoint_path.exists()
+                    else "nothing was saved before it")
+            raise Diverged(f"{e}; {kept} in {rd.path}") from None
         train_time = time.perf_counter() - t0
         # the last epoch already evaluated this model on this test set: reuse it (bit-identical)
         logits, targets = trainer.final_eval or predict(model, test_loader, self.device)
         metrics, cm = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
         if self.dist.main:
             metrics.update(complexity_metrics(model, row, fp_macs(row, info.num_classes)))
-            self.write_results(rd, row, model, metrics, cm, info, test_info, len(train_set),
-                               len(test_loader.dataset), train_time, trainer, env)
+            with self.stop.deferred():  # a signal now waits for `.done`: the run is finished, then it stops
+                self.write_results(rd, row, model, metrics, cm, info, test_info, len(train_set),
+                                   len(test_loader.dataset), train_time, trainer, env)
         self.dist.barrier()
         return rd
 

@@ -18,8 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bvbench import methods
-from bvbench.data.loader import seed_worker
-from bvbench.errors import BvbenchError
+from bvbench.data.loader import seed_worker, shutdown_workers
+from bvbench.errors import BvbenchError, Stopped, signal_name
 from bvbench.evaluate.metrics import predict, topk_accuracy
 from bvbench.models import is_distilled
 from bvbench.quant.qattention import attention_maps, capturable
@@ -161,33 +161,52 @@ class FitState:
 
 
 class StopFlag:
-    """Turns SIGINT/SIGTERM into a flag read at step boundaries."""
+    """SIGINT/SIGTERM during a run. Inside `deferred()` (the training loop, writing a finished run) a signal is a
+    flag read at the next safe point (a step boundary, the end of an epoch or of the block); elsewhere (building
+    data and models, the final evaluation: nothing is half-written) it stops at once with `Stopped`. A second
+    signal always stops at once. Installed once per run; nested `installed()` calls reuse it."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self._deferred = 0
+        self._active = False
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopFlag]:
         import threading
 
-        if threading.current_thread() is not threading.main_thread():
+        if self._active or threading.current_thread() is not threading.main_thread():
             yield self
             return
         old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def handler(signum: int, frame: Any) -> None:
-            if self.signal is not None:  # second Ctrl-C: stop now
-                signal.signal(signum, old[signum])
-                raise KeyboardInterrupt
+            if self.signal is not None:
+                raise Stopped(self.signal, f"a second signal ({signal_name(signum)})")
             self.signal = signum
+            if not self._deferred:
+                raise Stopped(signum)
 
         for s in old:
             signal.signal(s, handler)
+        self._active = True
         try:
             yield self
         finally:
+            self._active = False
             for s, h in old.items():
                 signal.signal(s, h)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold a signal until the block ends (or the block reads `signal` itself), then stop."""
+        self._deferred += 1
+        try:
+            yield
+        finally:
+            self._deferred -= 1
+        if self.signal is not None and not self._deferred:
+            raise Stopped(self.signal)
 
 
 class Trainer:
@@ -208,6 +227,7 @@ class Trainer:
         progress: Any = None,
         log: Callable[[str], None] = print,
         wrap: Callable[[nn.Module], nn.Module] | None = None,
+        stop: StopFlag | None = None,
     ) -> None:
         self.row, self.cfg = row, row.train
         self.model = model
@@ -224,7 +244,8 @@ class Trainer:
         self.wrap = wrap or (lambda m: m)
         self.stages: list[StageConfig] = row.resolved_stages()
         self.state = FitState()
-        self.stop = StopFlag()
+        self.stop = stop or StopFlag()
+        self._batches: Iterator[Any] | None = None  # the training loader's live iterator
         self.amp = self.cfg.amp and device.type == "cuda"
         self.mixup = self._mixup()
         self._train_loader: DataLoader | None = None
@@ -333,11 +354,8 @@ class Trainer:
         else:
             seed_everything(self.seed)
             self._enter_stage(0)
-        with self.stop.installed():
-            try:
-                self._stages()
-            finally:
-                self.close_loader()
+        with self.stop.installed(), self.stop.deferred(), self._workers_stopped():
+            self._stages()
         return self.model
 
     def _stages(self) -> None:
@@ -349,11 +367,32 @@ class Trainer:
                 self.state.epoch += 1
                 self.state.step = 0
                 self.save()
+                self._stop_if_signalled(f"after epoch {self.state.epoch} of stage {stage.name}")
             self.state.stage += 1
             self.state.epoch = 0
             if self.state.stage < len(self.stages):
                 self._enter_stage(self.state.stage)
                 self.save()
+
+    def _stop_if_signalled(self, where: str) -> None:
+        """A signal that arrived during an epoch's evaluation stops the run once its checkpoint is saved."""
+        if self.stop.signal is not None:
+            raise Interrupted(where)
+
+    @contextlib.contextmanager
+    def _workers_stopped(self) -> Iterator[None]:
+        """However training ends, the training loader's (persistent) worker processes are shut down."""
+        try:
+            yield
+        finally:
+            shutdown_workers(self._batches)
+            self._batches = None
+            self.close_loader()
+
+    def _iterate(self, loader: DataLoader) -> Iterator[Any]:
+        """A pass over the persistent training loader (its workers live until training ends)."""
+        self._batches = iter(loader)
+        return self._batches
 
     def _epoch(self, stage: StageConfig) -> None:
         cfg, st = self.cfg, self.state
@@ -367,7 +406,7 @@ class Trainer:
         if self.progress is not None and self.dist.main:
             task = self.progress.add_task(desc, total=spe, completed=st.step, loss=float("nan"), acc=float("nan"), ips=0.0)
         t0, seen, loss_sum, correct, n_batches = time.perf_counter(), 0, 0.0, 0, 0
-        for x, y in loader:
+        for x, y in self._iterate(loader):
             if st.step >= spe:
                 break
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
