@@ -13,6 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from bvbench.errors import BvbenchError
+from bvbench.threads import apply_threads, prepare_env
+
+prepare_env()  # before anything imports torch: OpenMP reads OMP_WAIT_POLICY once, at torch import
 
 app = typer.Typer(
     name="bvbench",
@@ -149,8 +152,10 @@ def run(
                                                         "next N-1 (tables show mean ± std)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     resume: Annotated[bool, typer.Option(help="continue unfinished runs from their last checkpoint")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default $BVBENCH_THREADS or usable cores)")] = None,
 ) -> None:
     """Train and evaluate each row of a recipe; finished runs are reused, never overwritten."""
+    apply_threads(threads)
     from dataclasses import replace
 
     from bvbench.recipes import load_recipe
@@ -253,6 +258,7 @@ def profile(
     threads: Annotated[int | None, typer.Option(help="CPU threads for latency (recorded)")] = None,
 ) -> None:
     """Parameters, MACs, BOPs, FLOPs, OPs, sizes (and latency) of each row; no training."""
+    apply_threads(threads)
     import json
 
     from bvbench.build import pick_device
@@ -335,8 +341,10 @@ def eval_cmd(
                                                 "packed model file written by `bvbench export`")],
     data_dir: Annotated[str | None, typer.Option(help="data root")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default $BVBENCH_THREADS or usable cores)")] = None,
 ) -> None:
     """Re-evaluate a finished run from its checkpoint, or a packed model file."""
+    apply_threads(threads)
     import json
 
     if Path(run_dir).is_file():
