@@ -15,6 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from bvbench.errors import BvbenchError, InterruptedRun, Stopped, signal_name
+from bvbench.threads import apply_threads, prepare_env
+
+prepare_env()  # before anything imports torch: OpenMP reads OMP_WAIT_POLICY once, at torch import
 
 app = typer.Typer(
     name="bvbench",
@@ -160,6 +163,7 @@ def run(
                                                       "before it and the row resumes)")] = 24.0,
     steal_stale: Annotated[bool, typer.Option(help="take over run folders whose lock is stale (no heartbeat for "
                                                    "10 minutes)")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default $BVBENCH_THREADS or usable cores)")] = None,
 ) -> None:
     """Train and evaluate each row of a recipe; finished runs are reused, never overwritten.
 
@@ -168,6 +172,7 @@ def run(
     message. A lock whose process is gone (same host) is released; one without a heartbeat for 10 minutes is
     stale and only --steal-stale takes it over.
     """
+    apply_threads(threads)
     from dataclasses import replace
 
     from bvbench.recipes import load_recipe
@@ -328,6 +333,7 @@ def profile(
     threads: Annotated[int | None, typer.Option(help="CPU threads for latency (recorded)")] = None,
 ) -> None:
     """Parameters, MACs, BOPs, FLOPs, OPs, sizes (and latency) of each row; no training."""
+    apply_threads(threads)
     import json
 
     from bvbench.build import pick_device
@@ -440,8 +446,10 @@ def eval_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     engine: Annotated[Engine, typer.Option(help="packed model files: simulated (fake-quantized) or packed "
                                                 "(the bit-kernel engine, CPU)")] = Engine.simulated,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default $BVBENCH_THREADS or usable cores)")] = None,
 ) -> None:
     """Re-evaluate a finished run from its checkpoint, or a packed model file."""
+    apply_threads(threads)
     import json
 
     from bvbench.evaluate.export import evaluate_packed, is_packed_file

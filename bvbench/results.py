@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from bvbench.errors import BvbenchError
 from bvbench.recipes.schema import Row
+from bvbench.threads import thread_info
 
 DONE = ".done"
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -141,6 +142,7 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
+        "thread_settings": thread_info(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "seed": seed,
         "argv": sys.argv,

@@ -16,6 +16,7 @@ RANKS: dict[str, int] = {
     "bvbench": 0,  # the package root: __version__ only
     "bvbench.errors": 0,
     "bvbench.registry": 1,
+    "bvbench.threads": 1,  # thread settings: os and errors only (the CLI calls it before torch loads)
     "bvbench.data": 2,
     "bvbench.models": 2,
     "bvbench.quant": 2,
