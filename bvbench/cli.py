@@ -176,9 +176,12 @@ def run(
     from dataclasses import replace
 
     from bvbench.recipes import load_recipe
+    from bvbench.recipes.schema import MAX_SEED
     from bvbench.report.table import build_tables, to_markdown, write_tables
     from bvbench.runner import RowsFailed, RunOptions, run_recipe
 
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise BvbenchError(f"--seed {seed} is out of range: seeds are 0 ... {MAX_SEED} (2**32 - 1)")
     if seed is not None and seeds is not None:
         raise BvbenchError("--seed and --seeds exclude each other: --seed S runs seed S, --seeds N runs the "
                            "recipe's seed and the next N-1")
