@@ -43,8 +43,15 @@ def _quiet_worker(worker_id: int) -> None:
         return
     if os.getppid() != parent:  # the parent died before the death signal was armed
         os._exit(0)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # delivered to the waiting thread only
+    # Threads torch started before this hook do not block SIGTERM, so a group signal may land on one of them:
+    # a Python-level handler keeps it from killing the worker (the main thread runs it and drops the signal).
+    signal.signal(signal.SIGTERM, _drop_signal)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # otherwise delivered to the waiting thread
     threading.Thread(target=_wait_for_parent_sigterm, args=(parent,), daemon=True, name="bvbench-sigterm").start()
+
+
+def _drop_signal(signum: int, frame: object) -> None:
+    """A SIGTERM whose sender is unknown (it reached a thread that does not block it) is dropped."""
 
 
 def _wait_for_parent_sigterm(parent: int) -> None:
