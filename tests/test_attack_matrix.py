@@ -61,7 +61,9 @@ def test_diverged_row_blocks_only_its_dependants(tmp_path: Path) -> None:
     recipe.write_text(recipe.read_text().replace("  - name: other", DIVERGE.strip("\n") + "\n  - name: other"))
     out = tmp_path / "res"
     r = bvbench("run", str(recipe), "--profile", "smoke", "--device", "cpu", "--out", str(out),
-                "--set", "rows.fp.train.lr=1e8")
+                "--set", "rows.fp.train.lr=10", "--set", "rows.fp.train.lr_base_batch=1",
+                "--set", "rows.fp.train.weight_decay=10", "--set", "rows.fp.train.max_steps_per_epoch=30")
+    # lr 320 with decoupled weight decay 10: the weights grow 3200x per step and overflow (bounds allow each value)
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "fp (diverged)" in r.stderr and "dep (blocked by fp (diverged))" in r.stderr

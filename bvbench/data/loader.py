@@ -81,7 +81,12 @@ def batches(loader: Iterable[T]) -> Iterator[Iterator[T]]:
     it = iter(loader)
     try:
         yield it
-    finally:
+    except BaseException:
+        shutdown_workers(it)
+        if getattr(loader, "_iterator", None) is it:  # a persistent loader builds fresh workers next time
+            loader._iterator = None  # type: ignore[attr-defined]
+        raise
+    if not getattr(loader, "persistent_workers", False):  # persistent workers serve the next pass
         shutdown_workers(it)
 
 
