@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,6 +27,7 @@ from bvbench.runner.plan import RunOptions
 # handler then asks the job for its checkpoint and requeues it.
 PREEMPT_SIGNAL = "USR1"
 SIGNAL_DELAY_S = 120
+FRESH_S = 600.0  # a run folder written within this is "running" even where the scheduler cannot be asked
 
 
 @dataclass
@@ -197,8 +200,6 @@ def _record(opts: RunOptions, recipe: Recipe, cluster: ClusterOptions, records: 
 
 
 def _has(cmd: str) -> bool:
-    import shutil
-
     return shutil.which(cmd) is not None
 
 
@@ -215,7 +216,7 @@ def row_states(recipe: Recipe, out: str | Path, seed: int | None = None) -> list
     from bvbench.results import RunDir, safe_child
     from bvbench.runner.identity import run_id
 
-    doc = _read_jobs(out, recipe.name)
+    doc = last_submission(out, recipe.name)
     jobs = {j["row"]: j for j in doc.get("jobs", [])}
     queue = _squeue([j["job_id"] for j in jobs.values()]) if doc.get("launcher") == "slurm" else {}
     seed = recipe.seed if seed is None else seed
@@ -229,10 +230,10 @@ def row_states(recipe: Recipe, out: str | Path, seed: int | None = None) -> list
             states.append(RowState(row.name, "finished", str(rd.path), log))
             continue
         slurm = queue.get(str(job.get("job_id")), "")
-        progress = _progress(rd.path)
+        progress, age = _progress(rd.path)
         if slurm in ("PENDING", "CONFIGURING", "REQUEUED"):
             states.append(RowState(row.name, "queued", f"job {job['job_id']}", log))
-        elif slurm in ("RUNNING", "COMPLETING") or (progress and _fresh(rd.path)):
+        elif slurm in ("RUNNING", "COMPLETING") or (progress and age < FRESH_S):
             states.append(RowState(row.name, "running", progress or f"job {job.get('job_id')}", log))
         elif job:
             states.append(RowState(row.name, "failed", progress or "ended without a finished run", log))
@@ -243,10 +244,6 @@ def row_states(recipe: Recipe, out: str | Path, seed: int | None = None) -> list
 
 def last_submission(out: str | Path, recipe: str) -> dict[str, Any]:
     """What the last `run --launcher` of this recipe into `out` submitted (profile, sets, jobs), or {}."""
-    return _read_jobs(out, recipe)
-
-
-def _read_jobs(out: str | Path, recipe: str) -> dict[str, Any]:
     path = jobs_dir(out, recipe) / "jobs.json"
     try:
         return json.loads(path.read_text()) if path.exists() else {}
@@ -256,8 +253,6 @@ def _read_jobs(out: str | Path, recipe: str) -> dict[str, Any]:
 
 def _squeue(ids: list[str]) -> dict[str, str]:
     """Job id -> Slurm state for the jobs still known to the controller (no accounting database needed)."""
-    import subprocess
-
     if not ids or not _has("squeue"):
         return {}
     res = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(ids)], capture_output=True,
@@ -269,17 +264,12 @@ def _squeue(ids: list[str]) -> dict[str, str]:
     return out
 
 
-def _progress(path: Path) -> str:
-    """'epoch E, heartbeat Ns ago' from a run folder in training (history.csv and the checkpoint's time)."""
+def _progress(path: Path) -> tuple[str, float]:
+    """('epoch E done, last write N s ago', N) for a run folder in training; ('', inf) when none."""
     hist = path / "history.csv"
-    ckpt = path / "checkpoint.pt"
-    if not path.exists() or not (hist.exists() or ckpt.exists()):
-        return ""
-    epochs = max(0, len(hist.read_text().splitlines()) - 1) if hist.exists() else 0
-    beat = max(p.stat().st_mtime for p in path.iterdir() if p.is_file())
-    return f"epoch {epochs} done, last write {time.time() - beat:.0f} s ago"
-
-
-def _fresh(path: Path, minutes: float = 10.0) -> bool:
     files = [p for p in path.iterdir() if p.is_file()] if path.exists() else []
-    return bool(files) and time.time() - max(p.stat().st_mtime for p in files) < 60 * minutes
+    if not files or not (hist.exists() or (path / "checkpoint.pt").exists()):
+        return "", float("inf")
+    epochs = max(0, len(hist.read_text().splitlines()) - 1) if hist.exists() else 0
+    age = time.time() - max(p.stat().st_mtime for p in files)
+    return f"epoch {epochs} done, last write {age:.0f} s ago", age

@@ -245,7 +245,6 @@ class Trainer:
         self.stages: list[StageConfig] = row.resolved_stages()
         self.state = FitState()
         self.stop = stop or StopFlag()
-        self._batches: Iterator[Any] | None = None  # the training loader's live iterator
         self.amp = self.cfg.amp and device.type == "cuda"
         self.mixup = self._mixup()
         self._train_loader: DataLoader | None = None
@@ -280,9 +279,7 @@ class Trainer:
 
     def close_loader(self) -> None:
         """Stop the persistent training workers."""
-        it = getattr(self._train_loader, "_iterator", None)
-        if it is not None and hasattr(it, "_shutdown_workers"):
-            it._shutdown_workers()
+        shutdown_workers(getattr(self._train_loader, "_iterator", None))
         self._train_loader = None
 
     def steps_per_epoch(self) -> int:
@@ -385,14 +382,7 @@ class Trainer:
         try:
             yield
         finally:
-            shutdown_workers(self._batches)
-            self._batches = None
             self.close_loader()
-
-    def _iterate(self, loader: DataLoader) -> Iterator[Any]:
-        """A pass over the persistent training loader (its workers live until training ends)."""
-        self._batches = iter(loader)
-        return self._batches
 
     def _epoch(self, stage: StageConfig) -> None:
         cfg, st = self.cfg, self.state
@@ -406,7 +396,7 @@ class Trainer:
         if self.progress is not None and self.dist.main:
             task = self.progress.add_task(desc, total=spe, completed=st.step, loss=float("nan"), acc=float("nan"), ips=0.0)
         t0, seen, loss_sum, correct, n_batches = time.perf_counter(), 0, 0.0, 0, 0
-        for x, y in self._iterate(loader):
+        for x, y in loader:  # persistent workers: they live until training ends (`_workers_stopped`)
             if st.step >= spe:
                 break
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
