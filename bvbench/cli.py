@@ -31,7 +31,24 @@ console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 Profile = Annotated[str, typer.Option("--profile", "-p", help="paper (published protocol), cpu or smoke")]
-Sets = Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: KEY=VALUE (dotted)")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: KEY=VALUE (dotted); one "
+                                                        "field per --set: --set a=1 --set b=2")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bvbench import __version__
+
+        print(f"bvbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """Reproduce, compare and extend binarized and 1.58-bit Vision Transformers."""
 
 
 class Kind(str, Enum):
@@ -45,43 +62,20 @@ class Kind(str, Enum):
 @app.command("list")
 def list_cmd(
     kind: Annotated[Kind, typer.Argument(help="what to list")] = Kind.recipes,
-    pattern: Annotated[str, typer.Option(help="wildcard filter (models)")] = "*",
+    pattern: Annotated[str | None, typer.Option(help="models: every timm / torchvision name matching this "
+                                                     "wildcard, instead of the families")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="datasets: the data root to look in (default "
+                                                      "$BVBENCH_DATA or ~/.cache/bvbench)")] = None,
 ) -> None:
-    """List recipes, methods, data sets, models or quantizers."""
-    from bvbench import recipes
-
+    """List recipes, methods, data sets (where each is looked for, and whether it is there), model families or
+    quantizers."""
     t = Table(show_lines=False)
     if kind is Kind.recipes:
-        t.add_column("recipe", no_wrap=True, min_width=max(map(len, recipes.available())))
-        t.add_column("paper", min_width=20)
-        t.add_column("tables", max_width=12)
-        t.add_column("data set", no_wrap=True)
-        t.add_column("rows (run)", no_wrap=True)
-        for name in recipes.available():
-            try:
-                r = recipes.load_recipe(name)
-            except BvbenchError as e:
-                t.add_row(name, f"[red]invalid: {str(e).splitlines()[0]}[/]", "", "", "")
-                continue
-            run = sum(x.status == "run" for x in r.rows)
-            t.add_row(name, r.paper.short, ", ".join(x.name.removeprefix("Table ") for x in r.paper.tables),
-                      r.data.name, f"{len(r.rows)} ({run})")
+        _list_recipes(t)
     elif kind is Kind.datasets:
-        from bvbench.data import DATASETS, dataset_info
-
-        for col in ("data set", "name in tables", "classes", "image size"):
-            t.add_column(col)
-        for name in DATASETS.names():
-            info = dataset_info(name)
-            t.add_row(name, info.display, str(info.num_classes), str(info.img_size))
+        t = _list_datasets(data_dir)
     elif kind is Kind.methods:
-        from bvbench.methods import METHODS
-
-        t.add_column("method")
-        t.add_column("details")
-        for name in METHODS.names():
-            meta = METHODS.meta(name)
-            t.add_row(name, ", ".join(f"{k}: {v}" for k, v in meta.items()))
+        _list_methods(t)
     elif kind is Kind.quantizers:
         from bvbench.quant import QUANTIZERS
 
@@ -90,13 +84,84 @@ def list_cmd(
         for name in QUANTIZERS.names():
             meta = QUANTIZERS.meta(name)
             t.add_row(name, str(meta.get("kind", "")), str(meta.get("bits", "")), str(meta.get("paper", "")))
-    else:
+    elif pattern is not None:
         from bvbench.models import list_models
 
         t.add_column("model")
         for name in list_models(pattern):
             t.add_row(name)
+    else:
+        _list_families(t)
     console.print(t)
+
+
+def _list_recipes(t: Table) -> None:
+    from bvbench import recipes
+
+    t.add_column("recipe", no_wrap=True, min_width=max(map(len, recipes.available())))
+    t.add_column("paper", min_width=20)
+    t.add_column("tables", max_width=12)
+    t.add_column("data set", no_wrap=True)
+    t.add_column("rows (run)", no_wrap=True)
+    for name in recipes.available():
+        try:
+            r = recipes.load_recipe(name)
+        except BvbenchError as e:
+            t.add_row(name, f"[red]invalid: {str(e).splitlines()[0]}[/]", "", "", "")
+            continue
+        run = sum(x.status == "run" for x in r.rows)
+        t.add_row(name, r.paper.short, ", ".join(x.name.removeprefix("Table ") for x in r.paper.tables),
+                  r.data.name, f"{len(r.rows)} ({run})")
+
+
+def _list_datasets(data_dir: str | None) -> Table:
+    """Each data set, where it is looked for under the data root, and whether it is there."""
+    from bvbench.data import DATASETS, data_root, dataset_info
+    from bvbench.data.datasets import locate
+
+    root = data_root(data_dir)
+    t = Table(title=f"data root {root} (--data-dir, else $BVBENCH_DATA, else ~/.cache/bvbench)")
+    for col in ("data set", "name in tables", "classes", "image size", "looked for under the root", "present"):
+        t.add_column(col)
+    for name in DATASETS.names():
+        info = dataset_info(name)
+        layouts, found = locate(name, root)
+        where = "\n".join(("[green]✓[/] " if x == found else "") + escape(str(root / x)) for x in layouts)
+        here = "[green]yes[/]" if found else "[red]no[/]" if layouts else "—"
+        where = where or escape(str(DATASETS.meta(name).get("source", "")))
+        t.add_row(name, info.display, str(info.num_classes), str(info.img_size), where, here)
+    return t
+
+
+def _list_methods(t: Table) -> None:
+    from bvbench.methods import METHODS
+
+    for col in ("method", "bits (W-A)", "paper", "options"):
+        t.add_column(col)
+    for name in METHODS.names():
+        meta = METHODS.meta(name)
+        t.add_row(name, str(meta.get("bits", "")), escape(str(meta.get("paper", ""))),
+                  ", ".join(meta.get("options") or []) or "—")
+
+
+def _list_families(t: Table) -> None:
+    """The families `methods.apply` converts, with the models the recipes use; `--pattern` lists names."""
+    from bvbench.models.families import FAMILIES, family_of
+    from bvbench.recipes import available, load_recipe
+
+    used: dict[str, set[str]] = {}
+    for name in available():
+        try:
+            for row in load_recipe(name).rows:
+                if (fam := family_of(row.model.name)) is not None:
+                    used.setdefault(fam.name, set()).add(row.model.name)
+        except BvbenchError:
+            continue
+    t.title = "model families (`bvbench list models --pattern 'deit*'` lists names)"
+    for col in ("family", "names", "attention converted", "in the recipes", "note"):
+        t.add_column(col)
+    for f in FAMILIES:
+        t.add_row(f.name, ", ".join(f.patterns), f.attention, ", ".join(sorted(used.get(f.name, ()))) or "—", f.note)
 
 
 @app.command()
@@ -104,11 +169,15 @@ def show(
     recipe: Annotated[str, typer.Argument(help="recipe name or YAML path")],
     profile: Profile = "paper",
     set_: Sets = None,
+    rows: Annotated[str | None, typer.Option(help="comma-separated row names: only these rows")] = None,
 ) -> None:
     """Print the fully resolved recipe as YAML."""
     from bvbench.recipes import load_recipe, to_yaml
 
-    print(to_yaml(load_recipe(recipe, profile, set_ or [])), end="")
+    rec = load_recipe(recipe, profile, set_ or [])
+    if rows:
+        rec = rec.model_copy(update={"rows": [rec.row(n.strip()) for n in rows.split(",") if n.strip()]})
+    print(to_yaml(rec), end="")
 
 
 @app.command()
@@ -399,6 +468,8 @@ def plot(
     recipe: Annotated[str, typer.Argument(help="recipe name or YAML path")],
     results: Annotated[str, typer.Option(help="results folder")] = "results",
     profile: Annotated[str | None, typer.Option(help="only runs of this profile")] = None,
+    out: Annotated[str | None, typer.Option(help="folder to write the figures to (default: "
+                                                 "<results>/<recipe>/)")] = None,
 ) -> None:
     """Figures next to the tables: accuracy vs OPs and vs size, training curves, confusion matrices."""
     from bvbench.recipes import load_recipe
@@ -408,7 +479,8 @@ def plot(
     res = Path(results)
     if not (res / rec.name).is_dir():
         raise BvbenchError(f"no results for {rec.name} in {res}/ yet; run it first (bvbench run {recipe})")
-    files = plot_recipe(rec, res, profile, log=lambda msg: err.print(f"[yellow]{escape(msg)}[/]"))
+    files = plot_recipe(rec, res, profile, log=lambda msg: err.print(f"[yellow]{escape(msg)}[/]"),
+                        out=Path(out) if out else None)
     for f in files:
         console.print(f"wrote {escape(str(f))}")
 
@@ -536,8 +608,13 @@ def _usage_error(e: Exception) -> int | None:
         return 130
     if isinstance(e, click.exceptions.Exit | typer.exceptions.Exit):
         return int(getattr(e, "exit_code", 0) or 0)
-    if isinstance(e, click.exceptions.ClickException | typer.exceptions.TyperException) and hasattr(e, "show"):
-        e.show()
+    if isinstance(e, click.exceptions.ClickException | typer.exceptions.TyperException) and hasattr(e, "format_message"):
+        if type(e).__name__ == "NoArgsIsHelpError":  # `bvbench` alone, or a group without a command: the help
+            e.show()
+            return 2
+        ctx = getattr(e, "ctx", None)  # one line: the message and where the help is (not the usage block)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        err.print("[red]error:[/] " + escape(" ".join(e.format_message().split()) + where))
         return 2
     return None
 

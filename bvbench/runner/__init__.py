@@ -119,6 +119,8 @@ def evaluate_run(run_dir: str, data_dir: str | None = None, device: str = "auto"
     """Re-evaluate a finished run from its checkpoint on its test split."""
     rd = RunDir(Path(run_dir))
     cfg = rd.config()
+    if rd.done and not rd.checkpoint_path.is_file():
+        raise BvbenchError(no_weights_message(rd, cfg))
     ckpt = rd.checkpoint()
     row = cfg.row
     dev = pick_device(device)
@@ -129,6 +131,25 @@ def evaluate_run(run_dir: str, data_dir: str | None = None, device: str = "auto"
     logits, targets = predict(model, loader, dev)
     metrics, _ = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
     return {"run": str(rd.path), "data": info.display, **metrics}
+
+
+def no_weights_message(rd: RunDir, cfg: Any) -> str:
+    """A finished run without checkpoint.pt (committed results keep metrics, not weights): how to get them."""
+    head = (f"{rd.path} has no checkpoint.pt: committed results carry no weights (metrics, tables and figures "
+            "only)")
+    if not cfg.recipe or not cfg.profile:
+        return head + "; retrain the run with the command that made it"
+    sets = ""
+    try:
+        own = load_recipe(cfg.recipe, cfg.profile).row(cfg.row.name).data.name
+        sets = f" --set data.name={cfg.row.data.name}" if own != cfg.row.data.name else ""
+    except BvbenchError:
+        pass
+    cmd = (f"bvbench run {cfg.recipe} --profile {cfg.profile} --rows {cfg.row.name} --seed {cfg.seed}{sets} "
+           "--out retrained")
+    return (f"{head}; retrain it with the same command into another folder (same configuration and seed: on the "
+            f"same machine and thread count the same weights): `{cmd}`, then `bvbench eval "
+            f"retrained/{cfg.recipe}/{cfg.row.name}/<run-id>`")
 
 
 __all__ = ["ADDED_FIELDS", "DistContext", "RowsFailed", "RunOptions", "RunPlan", "RowTrainer", "Runner", "build_row_model",
