@@ -416,14 +416,16 @@ def profile(
     rec = load_recipe(recipe, profile_, set_ or [])
     names = rows.split(",") if rows else [r.name for r in rec.rows]
     out, skipped = [], []
-    for name in names:
+    for i, name in enumerate(names, 1):
         row = rec.row(name)
         stages = row.resolved_stages()
         if row.status == "reference" or any(s.method is None or s.method.name not in METHODS for s in stages):
             skipped.append(name)
             continue
-        out.append(profile_row(rec, row, checkpoint=checkpoint, latency=latency, device=pick_device(device),
-                               threads=threads))
+        with _progress_line(f"profile {i}/{len(names)}: {name}: building the model, counting"
+                            + (", timing" if latency else "")):
+            out.append(profile_row(rec, row, checkpoint=checkpoint, latency=latency, device=pick_device(device),
+                                   threads=threads))
     if json_:
         print(json.dumps({"recipe": rec.name, "profile": rec.profile, "rows": out, "skipped": skipped}, indent=1))
         return
@@ -441,6 +443,16 @@ def profile(
         _print_latency(out)
     if skipped:
         console.print(f"[dim]not profiled (reference rows or methods not implemented): {', '.join(skipped)}[/]")
+
+
+def _progress_line(msg: str) -> Any:
+    """A spinner with `msg` on stderr while the block runs (a terminal), else the line itself once."""
+    import contextlib
+
+    if err.is_terminal:
+        return err.status(escape(msg))
+    err.print(escape(msg), style="dim")
+    return contextlib.nullcontext()
 
 
 def _print_latency(rows: list[dict]) -> None:

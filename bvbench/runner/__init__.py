@@ -18,6 +18,7 @@ from bvbench.runner.distributed import DistContext, init_distributed
 from bvbench.runner.identity import ADDED_FIELDS, row_identity, run_id
 from bvbench.runner.lock import RunBusy
 from bvbench.runner.plan import RunOptions, RunPlan, load_training_checkpoint
+from bvbench.runner.progress import row_work
 from bvbench.runner.rows import RowTrainer, console
 from bvbench.train.trainer import Diverged
 
@@ -65,8 +66,12 @@ class Runner:
         blocks only the rows that need it, and RowsFailed at the end names them (the others ran)."""
         done: list[RunDir] = []
         failed: dict[str, str] = {}  # row -> why it has no finished run
+        rows = self.plan.rows_to_run()
+        trainable = [r for r in rows if r.status not in ("reference", "pending")]
         with self.rows.stop.installed():
-            for row in self.plan.rows_to_run():
+            for row in rows:
+                if row in trainable:
+                    self.set_position(trainable, trainable.index(row))
                 if row.status == "reference":
                     self.say(f"[dim]- {row.name}: reference row (paper value only, not run): {row.note or ''}[/]")
                     continue
@@ -91,6 +96,11 @@ class Runner:
         if failed:
             raise RowsFailed.of(self.recipe, failed, done)
         return done
+
+    def set_position(self, trainable: list[Row], i: int) -> None:
+        """The progress bar's `row i/N` and the work of the later rows that have no finished run yet."""
+        self.rows.position = (i + 1, len(trainable))
+        self.rows.later = [row_work(r) for r in trainable[i + 1:] if self.plan.finished_run(r) is None]
 
     def run_row(self, row: Row) -> RunDir | None:
         try:
