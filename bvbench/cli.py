@@ -122,7 +122,7 @@ def _list_datasets(data_dir: str | None) -> Table:
     root = data_root(data_dir)
     t = Table(title=f"data root {root} (--data-dir, else $BVBENCH_DATA, else ~/.cache/bvbench)")
     for col in ("data set", "name in tables", "classes", "image size", "looked for under the root", "present"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for name in DATASETS.names():
         info = dataset_info(name)
         layouts, found = locate(name, root)
@@ -159,7 +159,7 @@ def _list_families(t: Table) -> None:
             continue
     t.title = "model families (`bvbench list models --pattern 'deit*'` lists names)"
     for col in ("family", "names", "attention converted", "in the recipes", "note"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for f in FAMILIES:
         t.add_row(f.name, ", ".join(f.patterns), f.attention, ", ".join(sorted(used.get(f.name, ()))) or "—", f.note)
 
