@@ -79,6 +79,8 @@ def _timm(cfg: ModelConfig, num_classes: int) -> nn.Module:
         return timm.create_model(cfg.name, pretrained=cfg.pretrained, num_classes=num_classes, **kwargs)
     except TypeError as e:  # an override the architecture does not take
         raise BvbenchError(f"model {cfg.name!r} does not accept {sorted(kwargs)}: {e}") from None
+    except AssertionError as e:  # timm's shape checks, e.g. a head count that does not divide the width
+        raise BvbenchError(f"model {cfg.name!r} cannot be built with {kwargs}: {e}") from None
     except (OSError, RuntimeError) as e:
         if cfg.pretrained:
             raise BvbenchError(
@@ -118,6 +120,23 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
                 f"({len(missing)} missing, {len(unexpected)} unexpected keys)"
             )
     return model
+
+
+def input_size(model: nn.Module) -> int | None:
+    """The square image size a timm ViT-style model requires, or None when it takes any size."""
+    pe = getattr(model, "patch_embed", None)
+    size = getattr(pe, "img_size", None)
+    if size is None or getattr(pe, "dynamic_img_size", False) or not getattr(pe, "strict_img_size", True):
+        return None
+    return int(size[0]) if isinstance(size, tuple | list) else int(size)
+
+
+def check_input_size(model: nn.Module, data_size: int, where: str) -> None:
+    """A BvbenchError when the data's image size is not the one the model was built for."""
+    need = input_size(model)
+    if need is not None and need != data_size:
+        raise BvbenchError(f"{where}: the data's images are {data_size}x{data_size} but the model takes "
+                           f"{need}x{need}; set data.img_size and model.img_size to the same size")
 
 
 def is_distilled(model: nn.Module) -> bool:

@@ -32,8 +32,13 @@ UNITS: dict[str, float] = {
 }
 
 
+MAX_SEED = 2**32 - 1  # numpy's seed range; torch's is wider, so every seed means the same to both
+MAX_EPOCHS = 100_000
+MAX_LR = 10.0
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class PaperColumn(Strict):
@@ -132,12 +137,12 @@ class AugmentConfig(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(10, ge=0)
+    epochs: int = Field(10, ge=0, le=MAX_EPOCHS)
     batch_size: int = Field(128, ge=1)
     optimizer: Literal["adamw", "adam", "sgd", "lamb"] = "adamw"
-    lr: float = Field(5e-4, gt=0)
+    lr: float = Field(5e-4, gt=0, le=MAX_LR)
     lr_base_batch: int | None = Field(None, ge=1, description="scale lr by batch_size / lr_base_batch (DeiT)")
-    weight_decay: float = Field(0.05, ge=0)
+    weight_decay: float = Field(0.05, ge=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: Literal["cosine", "step", "constant"] = "cosine"
@@ -155,13 +160,20 @@ class TrainConfig(Strict):
 
 class EvalConfig(Strict):
     batch_size: int = Field(256, ge=1)
-    topk: list[int] = [1, 5]
+    topk: list[int] = Field([1, 5], description="top-k accuracies to report; must include 1")
     complexity: Literal["bi-vit", "gsb", "plain"] = Field(
         "bi-vit", description="OPs convention (bvbench.evaluate.complexity.CONVENTIONS): whose table to match")
     count_first_last: Literal["as_run", "like_body"] = Field(
         "as_run", description="size/OPs of the full-precision layers outside the transformer blocks (patch "
         "embedding, patch merging, head) of a quantized model: as_run counts them as they run; like_body at "
         "the blocks' bits (Bi-ViT Table 2's 1-1 sizes and OPs are only reproduced that way)")
+
+    @field_validator("topk")
+    @classmethod
+    def _check_topk(cls, v: list[int]) -> list[int]:
+        if any(k < 1 for k in v) or 1 not in v:
+            raise ValueError(f"{v}: every k must be at least 1 and the list must include 1 (top-1 is always reported)")
+        return v
 
 
 class DistillConfig(Strict):
@@ -183,8 +195,8 @@ class StageConfig(Strict):
     """One training stage (GSB two-stage, BiViT cross-layer); unset fields come from the row."""
 
     name: str = Field(pattern=NAME_RE)
-    epochs: int | None = Field(None, ge=0)
-    lr: float | None = Field(None, gt=0)
+    epochs: int | None = Field(None, ge=0, le=MAX_EPOCHS)
+    lr: float | None = Field(None, gt=0, le=MAX_LR)
     method: MethodSpec | None = None
 
 
@@ -219,6 +231,7 @@ class Row(Strict):
         """A row that runs names registered methods with valid options (pending/reference rows may not)."""
         if self.status != "run":
             return self
+        self._check_shapes()
         specs = [("method", self.method)] + [(f"stages[{s.name}].method", s.method) for s in self.stages if s.method]
         for where, spec in specs:
             try:
@@ -226,6 +239,17 @@ class Row(Strict):
             except BvbenchError as e:
                 raise ValueError(f"{where}: {e}") from None
         return self
+
+    def _check_shapes(self) -> None:
+        """Head count and image sizes that cannot build or feed the model, caught before anything is built."""
+        m, d = self.model, self.data
+        if m.embed_dim is not None and m.num_heads is not None and m.embed_dim % m.num_heads:
+            raise ValueError(f"model.num_heads {m.num_heads} does not divide model.embed_dim {m.embed_dim}")
+        if m.img_size is not None and d.img_size is not None and m.img_size != d.img_size:
+            raise ValueError(f"model.img_size {m.img_size} differs from data.img_size {d.img_size}; "
+                             "set both to the same size")
+        if m.img_size is not None and m.patch_size is not None and m.img_size % m.patch_size:
+            raise ValueError(f"model.patch_size {m.patch_size} does not divide model.img_size {m.img_size}")
 
     _resolved: tuple[tuple[Any, ...], list[StageConfig]] | None = PrivateAttr(None)
 
@@ -257,7 +281,7 @@ class Recipe(Strict):
     name: str = Field(pattern=NAME_RE)
     title: str
     profile: str = "paper"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     paper: PaperInfo
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

@@ -21,7 +21,7 @@ from bvbench.data.loader import eval_loader
 from bvbench.errors import BvbenchError, InterruptedRun
 from bvbench.evaluate.metrics import classification_metrics, plot_confusion, predict, write_confusion_csv
 from bvbench.evaluate.profile import complexity_metrics, fp_macs
-from bvbench.models import build_model
+from bvbench.models import build_model, check_input_size
 from bvbench.recipes.schema import Row
 from bvbench.results import (
     Metrics,
@@ -141,6 +141,7 @@ class RowTrainer:
                  f"device {self.device}" + (f", {self.dist.world} processes" if self.dist.world > 1 else "")
                  + (", resuming" if ckpt else ""))
         model, teacher = self.build(row, info.num_classes)
+        check_input_size(model, row.data.img_size or info.img_size, f"row {row.name!r}")
         env_path = rd.path / "env.json"
         env = environment(self.device, self.seed)
         if self.dist.main:
