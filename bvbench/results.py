@@ -228,14 +228,21 @@ class RunDir:
             raise BvbenchError(f"{self.path} is not a bvbench run folder (no config.yaml)")
         try:
             raw = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as e:
+        except yaml.constructor.ConstructorError as e:
+            tag = f" {e.problem.split()[-1]}" if e.problem and "tag" in e.problem else ""
+            raise BvbenchError(f"{path} holds a YAML tag{tag} that bvbench does not load (plain YAML only)") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             raise BvbenchError(f"{path} cannot be read ({type(e).__name__})") from None
-        if not isinstance(raw, dict) or "row" not in raw:
+        if not isinstance(raw, dict):
+            raise BvbenchError(f"{path} is a YAML {type(raw).__name__}, not a mapping (not a bvbench run configuration)")
+        if "row" not in raw:
             raise BvbenchError(f"{path} has no `row:` (not a bvbench run configuration)")
         try:
             return RunConfig.model_validate(raw)
         except ValidationError as e:
-            raise BvbenchError(f"{path} is not a valid bvbench run configuration: {e.errors()[0]['msg']}") from None
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise BvbenchError(f"{path} is not a valid bvbench run configuration: {where}: {first['msg']}") from None
 
     def row(self) -> Row:
         """The resolved row the run trained."""

@@ -79,3 +79,85 @@ def test_shapes_known_only_when_built(tiny_recipe: Path, tmp_path: Path) -> None
                    "divisible by num_heads")
     one_line_error(bvbench(*base, "--set", "model.img_size=null"), "row 'fp'", "16x16", "224x224", "img_size")
     assert not [p for p in out.rglob("*") if p.is_file()]  # nothing written (rglob of a missing folder is empty)
+
+
+# ---------------------------------------------------------------- a finished run to attack
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(recipe file, results folder) with one finished smoke run of the tiny recipe's `fp` row."""
+    from tests.conftest import write_recipe
+
+    base = tmp_path_factory.mktemp("finished")
+    recipe = write_recipe(base)
+    r = bvbench("run", str(recipe), "--profile", "smoke", "--out", str(base / "results"), "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    return recipe, base / "results"
+
+
+def copy_results(finished: tuple[Path, Path], dst: Path) -> tuple[Path, Path]:
+    """A private copy of the finished results: (results folder, the run folder in it)."""
+    import shutil
+
+    res = dst / "results"
+    shutil.copytree(finished[1], res)
+    (run,) = (res / "tiny" / "fp").iterdir()
+    return res, run
+
+
+def file_tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("variant", ["list", "no_row", "python_tag", "bad_field"])
+def test_eval_of_a_bad_run_config(finished: tuple[Path, Path], tmp_path: Path, variant: str) -> None:
+    _, run = copy_results(finished, tmp_path)
+    cfg = run / "config.yaml"
+    marker = tmp_path / "pwned"
+    text = {
+        "list": "- recipe: tiny\n- row: fp\n",
+        "no_row": "recipe: tiny\nseed: 0\n",
+        "python_tag": f"row: !!python/object/apply:os.system ['touch {marker}']\n",
+        "bad_field": cfg.read_text().replace("batch_size: 32", "batch_size: many"),
+    }[variant]
+    assert text != cfg.read_text()
+    cfg.write_text(text)
+    needles = {"list": ["is a YAML list, not a mapping"], "no_row": ["has no `row:`"],
+               "python_tag": ["YAML tag", "python/object/apply", "does not load"],
+               "bad_field": ["row.train.batch_size", "integer"]}[variant]
+    one_line_error(bvbench("eval", str(run), "--device", "cpu"), str(cfg), *needles)
+    assert not marker.exists()
+
+
+class _CreatesAFile:
+    """Unpickling this calls open(path, "w"): a checkpoint that writes a file when loaded unsafely."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return open, (self.path, "w")
+
+
+def test_hostile_pickle_refused_by_eval_resume_and_export(finished: tuple[Path, Path], tmp_path: Path) -> None:
+    import torch
+
+    recipe, _ = finished
+    res, run = copy_results(finished, tmp_path)
+    marker = tmp_path / "pwned"
+    good = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save({**good, "fit": {"stage": 0}, "hook": _CreatesAFile(marker)}, run / "checkpoint.pt")
+    evil = (run / "checkpoint.pt").read_bytes()
+    torch.save({"hook": _CreatesAFile(tmp_path / "proof")}, tmp_path / "proof.pt")
+    torch.load(tmp_path / "proof.pt", weights_only=False)  # the attack is real: an unsafe load writes the file
+    assert (tmp_path / "proof").exists()
+    for args in (["eval", str(run), "--device", "cpu"], ["export", str(run), "--out", str(tmp_path / "m.bvb")]):
+        one_line_error(bvbench(*args), str(run / "checkpoint.pt"), "refused", "weights_only")
+        assert not marker.exists() and not (tmp_path / "m.bvb").exists()
+    (run / ".done").unlink()  # an unfinished run whose training checkpoint is the hostile file
+    before = file_tree(res)
+    r = bvbench("run", str(recipe), "--profile", "smoke", "--out", str(res), "--device", "cpu", "--resume")
+    one_line_error(r, str(run / "checkpoint.pt"), "refused", "weights_only")
+    assert not marker.exists()
+    assert file_tree(res) == before and (run / "checkpoint.pt").read_bytes() == evil

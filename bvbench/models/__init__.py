@@ -91,15 +91,31 @@ def _timm(cfg: ModelConfig, num_classes: int) -> nn.Module:
         raise
 
 
+def safe_load(path: Path, advice: str = "") -> Any:
+    """`torch.load(weights_only=True)` of a checkpoint; a one-line BvbenchError (+ `advice`) when it is truncated,
+    foreign or holds pickled Python objects (whose loading could run code: refused, never executed)."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols of foreign files on stderr
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower():
+            raise BvbenchError(f"checkpoint {path} holds Python objects, not only tensors: refused (bvbench loads "
+                               f"checkpoints with weights_only=True and never runs their code){advice}") from None
+        raise BvbenchError(f"checkpoint {path} is corrupt or not a PyTorch file (UnpicklingError){advice}") from None
+    except Exception as e:  # torch raises many types for truncated/foreign files
+        raise BvbenchError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(e).__name__}){advice}") from None
+
+
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     """A state_dict from a local file, loaded safely (weights_only=True); clear errors when it is bad."""
     p = Path(path)
     if not p.is_file():
         raise BvbenchError(f"checkpoint {p} does not exist")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated/foreign files
-        raise BvbenchError(f"checkpoint {p} is corrupt or not a PyTorch file ({type(e).__name__})") from None
+    obj = safe_load(p)
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

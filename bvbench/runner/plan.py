@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bvbench import methods
 from bvbench.errors import BvbenchError
+from bvbench.models import safe_load
 from bvbench.recipes.schema import Recipe, Row
 from bvbench.results import RunDir, adopt_run, find_identical_run, safe_child
 from bvbench.runner.distributed import DistContext
@@ -89,11 +88,7 @@ class RunPlan:
 
 def load_training_checkpoint(path: Path) -> dict[str, Any]:
     """A training checkpoint (model, optimizer, RNG and progress), loaded with weights_only=True."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or foreign file
-        raise BvbenchError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(e).__name__}); "
-                           "delete it to start the run again") from None
+    ckpt = safe_load(path, "; delete it to start the run again")
     if not isinstance(ckpt, dict) or "fit" not in ckpt:
         raise BvbenchError(f"checkpoint {path} is not a bvbench training checkpoint")
     return ckpt
