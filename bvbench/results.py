@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -10,6 +11,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +32,64 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _storage_bytes(obj: Any) -> int:
+    """Bytes of the distinct tensor storages in `obj` (dicts, lists, tuples): about what torch.save writes."""
+    seen: dict[int, int] = {}
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            st = x.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+        elif isinstance(x, dict):
+            stack += list(x.values())
+        elif isinstance(x, list | tuple):
+            stack += list(x)
+    return sum(seen.values())
+
+
+def _write_failure(e: BaseException, path: Path, need: int) -> BvbenchError | None:
+    """The user error for a failed write of `path` (about `need` bytes): a full disk says so; None otherwise."""
+    import errno
+    import shutil
+
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+    torch_write = isinstance(e, RuntimeError) and any(
+        m in str(e) for m in ("inline_container", "PytorchStreamWriter", "file write failed"))
+    if not (full or torch_write):
+        return None
+    kept = f"the previous {path.name} is kept" if path.exists() else f"{path.name} was not written"
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = 0
+    if full or free < need + 2**20:
+        return BvbenchError(f"no space left on {path.parent} ({free / 2**20:.1f} MiB free, {path.name} needs about "
+                            f"{need / 2**20:.1f} MiB); {kept}; free some space and run again (--resume continues)")
+    return BvbenchError(f"cannot write {path}: {str(e).splitlines()[0][:120]}; {kept}")
+
+
+def _user_error_when_disk_full(write: Callable[..., None]) -> Callable[..., None]:
+    """Wrap an atomic writer: a full disk (ENOSPC, or torch's C++ write failure) becomes a one-line BvbenchError."""
+
+    @functools.wraps(write)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        raw = kwargs.get("path") or next(a for a in args if isinstance(a, str | Path))
+        try:
+            write(*args, **kwargs)
+        except (OSError, RuntimeError) as e:
+            path = Path(raw)
+            obj = next((a for a in [*args, *kwargs.values()] if a is not raw), b"")
+            need = len(obj) if isinstance(obj, bytes | str) else _storage_bytes(obj)
+            user = _write_failure(e, path, need)
+            if user is None:
+                raise
+            raise user from None
+
+    return wrapper
+
+
+@_user_error_when_disk_full
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +113,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+@_user_error_when_disk_full
 def atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

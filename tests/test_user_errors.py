@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -161,3 +162,85 @@ def test_hostile_pickle_refused_by_eval_resume_and_export(finished: tuple[Path, 
     one_line_error(r, str(run / "checkpoint.pt"), "refused", "weights_only")
     assert not marker.exists()
     assert file_tree(res) == before and (run / "checkpoint.pt").read_bytes() == evil
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+def test_full_disk_in_a_write_is_a_user_error(tmp_path: Path) -> None:
+    """The kernel's own ENOSPC (writing /dev/full) through the wrapper the atomic writers carry."""
+    from bvbench.errors import BvbenchError
+    from bvbench.results import _user_error_when_disk_full
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+
+    @_user_error_when_disk_full
+    def write(path: Path, data: bytes) -> None:
+        with open("/dev/full", "wb") as f:
+            f.write(data)
+            f.flush()
+
+    with pytest.raises(BvbenchError, match=f"no space left on {tmp_path}.*the previous metrics.json is kept"):
+        write(target, b"new")
+    assert target.read_text() == "old"
+
+
+@pytest.mark.parametrize("free", [0, 2**40])
+def test_torch_write_failure_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           free: int) -> None:
+    """torch.save fails in C++ ("enforce fail at inline_container.cc") without an errno: with no free space left
+    that is a full disk; otherwise the write failure itself is named. Either way the old file stays."""
+    import shutil
+
+    import torch
+
+    from bvbench import results
+    from bvbench.errors import BvbenchError
+
+    def failing_save(obj: object, f: str) -> None:
+        Path(f).write_bytes(b"PK half a zip")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    target = tmp_path / "checkpoint.pt"
+    torch.save({"w": torch.ones(3)}, target)
+    before = target.read_bytes()
+    monkeypatch.setattr(results.torch, "save", failing_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: SimpleNamespace(total=2**41, used=2**41 - free, free=free))
+    expected = "no space left on" if free == 0 else "cannot write .*inline_container"
+    with pytest.raises(BvbenchError, match=f"{expected}.*the previous checkpoint.pt is kept"):
+        results.atomic_torch_save({"w": torch.zeros(3)}, target)
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path):
+    """A 600 KiB tmpfs: room for one training checkpoint of the tiny model, not for a second next to it."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_disk_full_during_training_keeps_the_checkpoint_and_resumes(tiny_recipe: Path, tiny_tmpfs: Path) -> None:
+    import torch
+
+    out = tiny_tmpfs / "res"
+    args = ["run", str(tiny_recipe), "--profile", "smoke", "--set", "train.epochs=3", "--out", str(out),
+            "--device", "cpu"]
+    one_line_error(bvbench(*args), "no space left on", "the previous checkpoint.pt is kept")
+    (run,) = (out / "tiny" / "fp").iterdir()
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["fit"]["epoch"] == 1 and not (run / ".done").exists()
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    subprocess.run(["mount", "-o", "remount,size=8m", str(tiny_tmpfs)], check=True)
+    r = bvbench(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert (run / ".done").exists()
