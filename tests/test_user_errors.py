@@ -244,3 +244,85 @@ def test_disk_full_during_training_keeps_the_checkpoint_and_resumes(tiny_recipe:
     r = bvbench(*args, "--resume")
     assert r.returncode == 0, r.stderr
     assert (run / ".done").exists()
+
+
+# ---------------------------------------------------------------- bad data
+
+
+def cifar_jpeg(root: Path, per_class: int = 2) -> Path:
+    """A CIFAR-10 JPEG copy, `root/cifar10-jpeg/{train,test}/<class>/N.jpg`, solid 32x32 images."""
+    from PIL import Image
+
+    from bvbench.data.datasets import CIFAR10_CLASSES
+
+    base = root / "cifar10-jpeg"
+    for split in ("train", "test"):
+        for label, c in enumerate(CIFAR10_CLASSES):
+            (base / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (32, 32), (20 * label, 100, 7 * i)).save(base / split / c / f"{i}.jpg")
+    return base
+
+
+def run_on_cifar(recipe: Path, data: Path, out: Path, *sets: str) -> subprocess.CompletedProcess[str]:
+    args = ["run", str(recipe), "--profile", "smoke", "--data-dir", str(data), "--out", str(out), "--device", "cpu",
+            "--set", "data.name=cifar10"]
+    for s in sets:
+        args += ["--set", s]
+    return bvbench(*args)
+
+
+def test_corrupt_image_names_the_file(tiny_recipe: Path, tmp_path: Path) -> None:
+    base = cifar_jpeg(tmp_path / "data")
+    bad = base / "test" / "dog" / "zzz.jpg"
+    bad.write_text("this is not a JPEG")
+    r = run_on_cifar(tiny_recipe, tmp_path / "data", tmp_path / "res", "data.num_workers=0")
+    one_line_error(r, "corrupt or truncated image", str(bad))
+
+
+def test_truncated_image_and_worker_errors_stay_one_line(tmp_path: Path) -> None:
+    """A truncated JPEG read in a DataLoader worker: the main process gets the same error type with the same one
+    line (the worker's traceback is not the message), and the error pickles."""
+    import pickle
+
+    from torch.utils.data import DataLoader
+
+    from bvbench.data import build_dataset
+    from bvbench.errors import BvbenchError, CorruptDataError
+    from bvbench.recipes.schema import DataConfig
+
+    base = cifar_jpeg(tmp_path)
+    good = base / "train" / "cat" / "0.jpg"
+    bad = base / "train" / "cat" / "1.jpg"
+    bad.write_bytes(good.read_bytes()[:200])
+    ds, _ = build_dataset(DataConfig(name="cifar10", img_size=16, num_workers=0), tmp_path, "train")
+    with pytest.raises(CorruptDataError) as direct:
+        list(DataLoader(ds, batch_size=4, num_workers=0))
+    assert str(bad) in str(direct.value) and "\n" not in str(direct.value)
+    copy = pickle.loads(pickle.dumps(direct.value))
+    assert type(copy) is CorruptDataError and str(copy) == str(direct.value)
+    with pytest.raises(BvbenchError) as worker:
+        list(DataLoader(ds, batch_size=4, num_workers=1))
+    assert type(worker.value) is CorruptDataError and str(worker.value) == str(direct.value)
+
+
+def test_empty_class_folder_is_an_error(tiny_recipe: Path, tmp_path: Path) -> None:
+    base = cifar_jpeg(tmp_path / "data")
+    empty = base / "train" / "frog"
+    for f in empty.iterdir():
+        f.unlink()
+    r = run_on_cifar(tiny_recipe, tmp_path / "data", tmp_path / "res", "data.num_workers=0")
+    one_line_error(r, str(empty), "no images")
+    assert not (tmp_path / "res").exists()
+
+
+def test_more_classes_than_the_data_set_has(tmp_path: Path) -> None:
+    from bvbench.data import build_dataset
+    from bvbench.errors import BvbenchError
+    from bvbench.recipes.schema import DataConfig
+
+    base = tmp_path / "tiny-imagenet-200"
+    base.mkdir()
+    (base / "wnids.txt").write_text("".join(f"n{i:08d}\n" for i in range(202)))
+    with pytest.raises(BvbenchError, match="202 classes found, but Tiny ImageNet has 200"):
+        build_dataset(DataConfig(name="tinyimagenet"), tmp_path, "train")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -72,8 +72,16 @@ class FileSource(ImageSource):
             raise ValueError("paths and targets differ in length")
 
     def image(self, i: int) -> Image.Image:
-        with Image.open(self.paths[i]) as im:
-            return im.convert("RGB")
+        try:
+            with Image.open(self.paths[i]) as im:
+                return im.convert("RGB")
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+            from bvbench.errors import CorruptDataError
+
+            reason = "not an image file PIL can read" if isinstance(e, UnidentifiedImageError) else \
+                (str(e).splitlines()[0] if str(e) else type(e).__name__)
+            raise CorruptDataError(f"corrupt or truncated image {self.paths[i]} ({reason}); delete or replace "
+                                   "it") from None
 
 
 class ImageDataset(Dataset):
