@@ -49,7 +49,8 @@ def _storage_bytes(obj: Any) -> int:
 
 
 def _write_failure(e: BaseException, path: Path, need: int) -> BvbenchError | None:
-    """The user error for a failed write of `path` (about `need` bytes): a full disk says so; None otherwise."""
+    """The user error for a failed write of `path` (about `need` bytes): a full disk says so, another OS error
+    names its reason (a file where a folder should be, no permission); None for other exceptions."""
     import errno
     import shutil
 
@@ -57,7 +58,11 @@ def _write_failure(e: BaseException, path: Path, need: int) -> BvbenchError | No
     torch_write = isinstance(e, RuntimeError) and any(
         m in str(e) for m in ("inline_container", "PytorchStreamWriter", "file write failed"))
     if not (full or torch_write):
-        return None
+        if not isinstance(e, OSError):
+            return None
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else e.strerror or type(e).__name__
+        return BvbenchError(f"cannot write {path}: {why}")
     kept = f"the previous {path.name} is kept" if path.exists() else f"{path.name} was not written"
     try:
         free = shutil.disk_usage(path.parent).free

@@ -326,3 +326,45 @@ def test_more_classes_than_the_data_set_has(tmp_path: Path) -> None:
     (base / "wnids.txt").write_text("".join(f"n{i:08d}\n" for i in range(202)))
     with pytest.raises(BvbenchError, match="202 classes found, but Tiny ImageNet has 200"):
         build_dataset(DataConfig(name="tinyimagenet"), tmp_path, "train")
+
+
+# ---------------------------------------------------------------- reports over broken results
+
+
+@pytest.mark.parametrize("damage", ["metrics_garbage", "metrics_missing", "env_garbage"])
+def test_one_broken_run_folder_does_not_break_table_or_plot(finished: tuple[Path, Path], tmp_path: Path,
+                                                            damage: str) -> None:
+    """A newer finished run of the same row whose files are damaged: table, table --summary and plot skip it
+    with a warning naming it and still show the intact run."""
+    import json
+    import shutil
+    import time
+
+    recipe, _ = finished
+    res, run = copy_results(finished, tmp_path)
+    broken = run.with_name(run.name + "-r2")
+    shutil.copytree(run, broken)
+    later = time.time() + 60
+    os.utime(broken / "config.yaml", (later, later))  # the newest run of the row
+    {"metrics_garbage": lambda: (broken / "metrics.json").write_text("{not json"),
+     "metrics_missing": lambda: (broken / "metrics.json").unlink(),
+     "env_garbage": lambda: (broken / "env.json").write_text("[1, 2")}[damage]()
+    top1 = f"{json.loads((run / 'metrics.json').read_text())['top1'] * 100:.2f}"
+    for args in (["table", str(recipe), "--format", "md"], ["table", str(recipe), "--summary", "--format", "md"],
+                 ["plot", str(recipe)]):
+        r = bvbench(*args, "--results", str(res))
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert "warning" in r.stderr and str(broken) in r.stderr, (args, r.stderr)
+        if args[0] == "table":
+            assert top1 in r.stdout, r.stdout
+    assert (res / "tiny" / "accuracy_vs_ops.png").is_file()
+
+
+def test_table_out_under_a_file(finished: tuple[Path, Path], tmp_path: Path) -> None:
+    recipe, _ = finished
+    res, _ = copy_results(finished, tmp_path)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep me")
+    one_line_error(bvbench("table", str(recipe), "--results", str(res), "--out", str(blocker / "t.md")),
+                   f"cannot write {blocker / 't.md'}", f"{blocker} is a file, not a folder")
+    assert blocker.read_text() == "keep me"
