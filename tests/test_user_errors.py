@@ -368,3 +368,40 @@ def test_table_out_under_a_file(finished: tuple[Path, Path], tmp_path: Path) -> 
     one_line_error(bvbench("table", str(recipe), "--results", str(res), "--out", str(blocker / "t.md")),
                    f"cannot write {blocker / 't.md'}", f"{blocker} is a file, not a folder")
     assert blocker.read_text() == "keep me"
+
+
+# ---------------------------------------------------------------- a resumed run's training time
+
+
+def test_train_time_counts_every_part_of_a_resumed_run(cli, tiny_recipe: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first part trains slowly (0.1 s per step, 27 steps) until a SIGTERM; the resumed part is fast. The
+    finished run's train_time_s must include the first part."""
+    import json
+    import signal
+    import time
+
+    import bvbench.train.trainer as trainer_mod
+
+    args = ["run", str(tiny_recipe), "--device", "cpu", "--out", str(tmp_path / "res"), "--set", "train.epochs=4",
+            "--set", "train.batch_size=64"]
+    real_lr_at, calls = trainer_mod.lr_at, {"n": 0}
+
+    def slow_then_signal(*a: object, **k: object) -> float:
+        calls["n"] += 1
+        time.sleep(0.1)
+        if calls["n"] == 27:  # epoch 4, step 3 of 8
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_lr_at(*a, **k)
+
+    monkeypatch.setattr(trainer_mod, "lr_at", slow_then_signal)
+    code, _, err = cli(*args)
+    assert code != 0 and "interrupted" in err, err
+    monkeypatch.setattr(trainer_mod, "lr_at", real_lr_at)
+    t0 = time.perf_counter()
+    code, _, err = cli(*args, "--resume")
+    resumed_part = time.perf_counter() - t0
+    assert code == 0, err
+    (run,) = (tmp_path / "res" / "tiny" / "fp").iterdir()
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["train_time_s"] >= 2.7 > resumed_part, (m["train_time_s"], resumed_part)

@@ -173,7 +173,7 @@ class RowTrainer:
         except Interrupted as e:
             raise InterruptedRun(f"{row.name}: interrupted ({e}); checkpoint saved in {rd.path}; "
                                f"continue with: bvbench run {self.recipe.name} --resume (same options)") from None
-        train_time = time.perf_counter() - t0
+        train_time = time.perf_counter() - t0 + trainer.time_before  # the earlier parts of a resumed run too
         logits, targets = predict(model, test_loader, self.device)
         metrics, cm = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
         if self.dist.main:

@@ -179,6 +179,8 @@ class Trainer:
         self.stop = StopFlag()
         self.amp = self.cfg.amp and device.type == "cuda"
         self.mixup = self._mixup()
+        self.time_before = 0.0  # training seconds of the earlier parts of a resumed run (from the checkpoint)
+        self._t0 = time.perf_counter()
 
     # ------------------------------------------------------------------ helpers
     def _mixup(self) -> Any:
@@ -225,7 +227,12 @@ class Trainer:
                     "history": self.state.history},
             "rng": rng_state(),
             "row": self.row.name,
+            "train_time_s": self.train_time(),
         }
+
+    def train_time(self) -> float:
+        """Seconds spent training this run so far, every resumed part included."""
+        return self.time_before + time.perf_counter() - self._t0
 
     def save(self) -> None:
         if self.dist.main:
@@ -244,6 +251,7 @@ class Trainer:
             raise BvbenchError(f"checkpoint in {self.out_dir} does not match this row's model: {e}") from None
         self.state = FitState(fit["stage"], fit["epoch"], fit["step"], list(fit["history"]))
         set_rng_state(ckpt["rng"])
+        self.time_before = float(ckpt.get("train_time_s", 0.0))
 
     def write_history(self) -> None:
         if not self.dist.main:
@@ -256,6 +264,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self, resume: dict[str, Any] | None = None) -> nn.Module:
         """Train every stage; returns the trained (unwrapped) model."""
+        self._t0 = time.perf_counter()
         if resume is not None:
             self.restore(resume)
         else:
