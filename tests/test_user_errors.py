@@ -405,3 +405,47 @@ def test_train_time_counts_every_part_of_a_resumed_run(cli, tiny_recipe: Path, t
     (run,) = (tmp_path / "res" / "tiny" / "fp").iterdir()
     m = json.loads((run / "metrics.json").read_text())
     assert m["train_time_s"] >= 2.7 > resumed_part, (m["train_time_s"], resumed_part)
+
+
+# ---------------------------------------------------------------- pretrained weights without internet
+
+NO_HUB = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0"}  # a hub that never answers
+
+
+def test_offline_pretrained_fails_at_once_with_advice_that_works(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from huggingface_hub import constants
+
+    from bvbench.errors import BvbenchError
+    from bvbench.models import build_model
+    from bvbench.recipes.schema import ModelConfig
+
+    monkeypatch.setattr(constants, "ENDPOINT", NO_HUB["HF_ENDPOINT"])
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    t0 = time.perf_counter()
+    with pytest.raises(BvbenchError) as e:
+        build_model(ModelConfig(name="vit_tiny_patch16_224", pretrained=True), 10)
+    assert time.perf_counter() - t0 < 8  # before: a minute of hub retries
+    msg = str(e.value)
+    assert "\n" not in msg and "--set model.checkpoint=vit_tiny_patch16_224.pth" in msg
+    assert "torch.save(timm.create_model('vit_tiny_patch16_224', pretrained=True).state_dict()" in msg
+    assert constants.HF_HUB_OFFLINE is False  # offline mode only while building
+
+
+def test_model_checkpoint_means_no_download(tiny_recipe: Path, tmp_path: Path) -> None:
+    """pretrained plus model.checkpoint: the local file (here a hub-style state dict with a 1000-class head) is
+    the pretrained model; the hub is never asked, so a machine without internet trains."""
+    import timm
+    import torch
+
+    ckpt = tmp_path / "vit.pth"
+    torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=1000, img_size=16, patch_size=4, embed_dim=32,
+                                 depth=2, num_heads=2).state_dict(), ckpt)
+    args = ["run", str(tiny_recipe), "--profile", "smoke", "--out", str(tmp_path / "res"), "--device", "cpu",
+            "--set", "model.pretrained=true"]
+    r = bvbench(*args, "--set", f"model.checkpoint={ckpt}", env=NO_HUB)
+    assert r.returncode == 0, r.stderr
+    one_line_error(bvbench(*args, env=NO_HUB), "cannot fetch timm pretrained weights", "model.checkpoint=")
