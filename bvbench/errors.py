@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-WORKER_PREFIX = "Caught "  # how torch's DataLoader re-raises a worker's exception: a message holding a traceback
+import re
+import signal
+
+_WORKER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
 
 
 class BvbenchError(Exception):
@@ -12,13 +15,13 @@ class BvbenchError(Exception):
 
     exit_code = 2
 
-    def __init__(self, *args: object) -> None:
-        if len(args) == 1 and isinstance(args[0], str) and args[0].startswith(WORKER_PREFIX) \
-                and "Original Traceback" in args[0]:
-            last = [line for line in args[0].splitlines() if line.strip()][-1]
-            name, sep, msg = last.partition(": ")
-            args = (msg if sep and name.split(".")[-1] == type(self).__name__ else last,)
-        super().__init__(*args)
+    def __init__(self, msg: object = "", *args: object) -> None:
+        # Raised in a DataLoader worker, the error comes back as the same class built from "Caught ... Original
+        # Traceback ..." (torch's ExceptionWrapper.reraise): keep only the original one-line message.
+        if isinstance(msg, str) and _WORKER.match(msg):
+            last = msg.rstrip().splitlines()[-1]
+            msg = last.split(": ", 1)[1] if ": " in last else last
+        super().__init__(msg, *args)
 
 
 class DataMissingError(BvbenchError):
@@ -29,7 +32,27 @@ class CorruptDataError(BvbenchError):
     """An image (or other data file) that cannot be decoded; the message names the file."""
 
 
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
+
+
 class InterruptedRun(BvbenchError):
-    """Training stopped on Ctrl-C/SIGTERM after saving a checkpoint; `--resume` continues it."""
+    """Training stopped on Ctrl-C/SIGTERM after saving what it could; `--resume` continues it. Exit code 128 + the
+    signal's number: 130 for SIGINT, 143 for SIGTERM."""
 
     exit_code = 130
+
+    def __init__(self, msg: object = "", signum: int = signal.SIGINT) -> None:
+        super().__init__(msg)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+
+
+class Stopped(BaseException):  # noqa: N818 - a signal, not an error
+    """A signal stops the process at once (not at a step boundary): a BaseException, so that no `except
+    Exception` on the way takes it for a failure of what it interrupted (a torch.load, a download)."""
+
+    def __init__(self, signum: int, where: str = "") -> None:
+        super().__init__(signum, where)
+        self.signum, self.where = int(signum), where
+        self.exit_code = 128 + self.signum

@@ -12,6 +12,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from bvbench.errors import CorruptDataError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -76,8 +78,6 @@ class FileSource(ImageSource):
             with Image.open(self.paths[i]) as im:
                 return im.convert("RGB")
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-            from bvbench.errors import CorruptDataError
-
             reason = "not an image file PIL can read" if isinstance(e, UnidentifiedImageError) else \
                 (str(e).splitlines()[0] if str(e) else type(e).__name__)
             raise CorruptDataError(f"corrupt or truncated image {self.paths[i]} ({reason}); delete or replace "
