@@ -23,6 +23,7 @@ from bvbench.quant import (
     LearnableScaleBinarizer,
     RSign,
     SignAct,
+    SignScaledAttention,
     SoftmaxAwareBinarizer,
     XnorAct,
     layer_norm,
@@ -43,7 +44,7 @@ def kind_of(q: nn.Module | None) -> str | None:
         return SIGNED
     if isinstance(q, (Elastic, XnorAct)):  # also HeadElastic
         return SIGNED if q.signed else MASK
-    if isinstance(q, (BiBERTAttention, GSBBaseline, SoftmaxAwareBinarizer)):
+    if isinstance(q, (BiBERTAttention, GSBBaseline, SoftmaxAwareBinarizer, SignScaledAttention)):  # last: A >= 0, all +1
         return MASK
     if isinstance(q, AbsMax) and q.bits <= 8:
         return INT8

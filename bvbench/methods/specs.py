@@ -26,6 +26,7 @@ from bvbench.quant import (
     LearnableScaleBinarizer,
     RectifiedLSF,
     SignAct,
+    SignScaledAttention,
     SignWeight,
     SoftmaxAwareBinarizer,
     TernaryWeight,
@@ -75,16 +76,17 @@ def bitnet158(model: nn.Module, o: BitNetOptions) -> Plan:
 
 def _bireal_plan() -> Plan:
     lin = LinearPart(Q(BiRealWeight), Q(ApproxSign))
-    # Bi-ViT Eq. 2 with sign and the clipped STE 1[|x| <= 1] (Bi-ViT Eq. 7) for q, k, V; the non-negative map A is
-    # binarized without a scale: clip(round(A), 0, 1), STE 1[0 <= A <= 1] (the "non-scaled" baseline, Sec. 3.3).
-    att = AttnPart(q=Q(SignAct), k=Q(SignAct), v=Q(SignAct), attn=Q(GSBBaseline, scaled=False), attn_on="probs")
+    # Bi-ViT Sec. 3.1 Eq. 2: q, k, V and A all binarized by sign with the STE 1[|x| <= 1] (Bi-ViT Eq. 7); A, like
+    # the linears' weights, carries XNOR-Net's [30] scale: alpha_row sign(A), alpha_row = mean|A_row| (for a
+    # softmax map sign(A) = 1 and alpha = 1/N, the uniform map; the earlier 1[A > 0.5] zeroed almost every row).
+    att = AttnPart(q=Q(SignAct), k=Q(SignAct), v=Q(SignAct), attn=Q(SignScaledAttention), attn_on="probs")
     return Plan(linears=dict.fromkeys(("qkv", "proj", "fc1", "fc2"), lin), attention=att)
 
 
 @register_method("bireal", NoOptions, paper="Bi-ViT baseline (Bi-Real Net)", bits="1-1")
 def bireal(model: nn.Module, o: NoOptions) -> Plan:
     """Bi-Real Net baseline of Bi-ViT: linears rowmean|W| sign(W) (grad through clamp(W,-1,1)) with ApproxSign
-    inputs; q, k, V sign (clipped STE); attention map clip(round(A), 0, 1)."""
+    inputs; q, k, V sign (clipped STE); attention map mean|A_row| sign(A) (Bi-ViT Eq. 2)."""
     return _bireal_plan()
 
 
@@ -188,20 +190,24 @@ def _gsb_8bit(plan: Plan) -> Plan:
     return plan
 
 
-def _gsb_stage1() -> Plan:
-    """GSB two-stage training, stage 1: only the MLP weights binarized (sign, mean|W| scale), no activation
-    quantization (GSB two-stage training)."""
+def _gsb_stage1(variant: str) -> Plan:
+    """GSB two-stage training (TSTS, GSB Sec. IV-D), stage 1: "we only binarize the weights of the model": every
+    binarized linear's weights (qkv, proj, fc1, fc2; sign, mean|W| scale), activations and attention real.
+    `variant="code"`: the public code's stage 1, only the MLP weights (fc1, fc2) binarized."""
     w = Q(SignWeight)
-    return _gsb_8bit(Plan(linears={"fc1": LinearPart(w), "fc2": LinearPart(w)}))
+    parts = ("fc1", "fc2") if variant == "code" else ("qkv", "proj", "fc1", "fc2")
+    return _gsb_8bit(Plan(linears={p: LinearPart(w) for p in parts}))
 
 
 @register_method("gsb-baseline", GSBBaselineOptions, paper="GSB Sec. III (Ours-baseline)", bits="1-1")
 def gsb_baseline(model: nn.Module, o: GSBBaselineOptions) -> Plan:
     """GSB baseline: weights mean|W| sign(W - mean W), identity STE (GSB Eq. 2, 6); linear inputs XNOR statistics
     beta sign(x - a_mu) (type-B) or beta clip(round(x / beta), 0, 1) at fc2 (type-A, GSB Eq. 3); q, k sign; V
-    beta sign(V); A gamma clip(round(A / gamma), 0, 1) with gamma of GSB Eq. 2 or GSB Eq. 8 (GSB Eq. 7-8)."""
+    beta sign(V); A gamma clip(round(A / gamma), 0, 1) with gamma of GSB Eq. 2 or GSB Eq. 8 (GSB Eq. 7-8). The
+    baseline trains in two stages (GSB Sec. III-B): `attn_scale: eq2` first, then `attn_scale: eq8`. `stage: 1`
+    is the weights-only stage of GSB's TSTS (`variant: code`: MLP weights only)."""
     if o.stage == 1:
-        return _gsb_stage1()
+        return _gsb_stage1(o.variant)
     w = Q(SignWeight)
     b, a = LinearPart(w, Q(XnorAct, signed=True)), LinearPart(w, Q(XnorAct, signed=False))
     att = AttnPart(q=Q(SignAct), k=Q(SignAct), v=Q(XnorAct, signed=True, center=False),
@@ -213,9 +219,10 @@ def gsb_baseline(model: nn.Module, o: GSBBaselineOptions) -> Plan:
 def gsb(model: nn.Module, o: GSBOptions) -> Plan:
     """GSB: weights as the baseline; linear inputs a sign(x - b) (learnable a, per-feature b; GSB Eq. 4-5) or
     a clip(round((x - b)/a), 0, 1) at fc2 (type-A); q, k a sign(x - b) with b [H, 1, d]; A by GSB (a0
-    clip(round(A_ret / a0), 0, 1) + sum_i a_i M_i, GSB Eq. 10-13) and V by GSB (sum_i b_i sign(V0) M_i, GSB Eq. 26-27)."""
+    clip(round(A_ret / a0), 0, 1) + sum_i a_i M_i, GSB Eq. 10-13) and V by GSB (sum_i b_i sign(V0) M_i, GSB Eq. 26-27).
+    `stage: 1`: TSTS stage 1, every binarized linear's weights only (`variant: code`: the MLP weights only)."""
     if o.stage == 1:
-        return _gsb_stage1()
+        return _gsb_stage1(o.variant)
     w = Q(SignWeight)
     b = LinearPart(w, Q(Elastic, signed=True, num_features="$in"))
     a = LinearPart(w, Q(Elastic, signed=o.act_type_a == "sign", num_features="$in"))
