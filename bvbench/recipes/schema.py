@@ -170,13 +170,17 @@ class DistillConfig(Strict):
     none: CE. hard (DeiT; GSB Eq. 36 with alpha = lambda): (1-alpha) CE(cls, y) + alpha CE(dist, argmax t).
     soft (Hinton): (1-alpha) CE + alpha tau^2 KL(t || s). distribution (ReActNet / BiViT): (1-alpha) CE +
     alpha * -sum softmax(t) log softmax(s) (alpha 1: the distribution loss alone). ranking (Bi-ViT Eq. 14):
-    the hard loss + lam * sum over layers of ||psi(A_t) - psi(A_s)||_2 (Bi-ViT Eq. 12-13).
+    the hard loss + lam * sum over layers of ||psi(A_t) - psi(A_s)||_2 (Bi-ViT Eq. 12-13); `rank_norm: mean`
+    divides each layer's norm by sqrt(H N N) (the paper leaves the normalisation open).
     """
 
     kind: Literal["none", "hard", "soft", "distribution", "ranking"] = "none"
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term")
     tau: float = Field(1.0, gt=0)
     lam: float = Field(10.0, ge=0, description="ranking: weight lambda of L_ranking (Bi-ViT Eq. 14)")
+    rank_norm: Literal["fro", "mean"] = Field(
+        "fro", description="ranking: per-layer norm of psi(A_t) - psi(A_s): fro = ||.||_2 over H x N x N (Eq. 12 as "
+        "written), mean = that norm / sqrt(H N N) (root mean square over the elements)")
 
 
 class StageConfig(Strict):
