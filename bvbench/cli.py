@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bvbench.errors import BvbenchError
+from bvbench.errors import BvbenchError, InterruptedRun, Stopped, signal_name
+from bvbench.threads import apply_threads, prepare_env
+
+prepare_env()  # before anything imports torch: OpenMP reads OMP_WAIT_POLICY once, at torch import
 
 app = typer.Typer(
     name="bvbench",
@@ -149,29 +154,107 @@ def run(
                                                         "next N-1 (tables show mean ± std)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     resume: Annotated[bool, typer.Option(help="continue unfinished runs from their last checkpoint")] = False,
+    launcher: Annotated[str, typer.Option(help="none (train here), local (submitit jobs on this machine) or "
+                                               "slurm (one job per row, teachers first, requeued on preemption)")] = "none",
+    partition: Annotated[str | None, typer.Option(help="Slurm partition (--launcher slurm)")] = None,
+    gpus_per_node: Annotated[int, typer.Option(min=0, help="GPUs (= DDP processes) per node for each row's job")] = 0,
+    nodes: Annotated[int, typer.Option(min=1, help="nodes per row's job (--launcher slurm)")] = 1,
+    time: Annotated[float, typer.Option(min=0.01, help="time limit per job in hours (Slurm requeues the job "
+                                                      "before it and the row resumes)")] = 24.0,
+    steal_stale: Annotated[bool, typer.Option(help="take over run folders whose lock is stale (no heartbeat for "
+                                                   "10 minutes)")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default $BVBENCH_THREADS or usable cores)")] = None,
 ) -> None:
-    """Train and evaluate each row of a recipe; finished runs are reused, never overwritten."""
+    """Train and evaluate each row of a recipe; finished runs are reused, never overwritten.
+
+    One process writes a run folder at a time: it holds a lock file beside it (.<run-id>.lock: host, pid,
+    start, a heartbeat every 30 s). A row whose folder another live process holds is skipped with a one-line
+    message. A lock whose process is gone (same host) is released; one without a heartbeat for 10 minutes is
+    stale and only --steal-stale takes it over.
+    """
+    apply_threads(threads)
     from dataclasses import replace
 
     from bvbench.recipes import load_recipe
+    from bvbench.recipes.schema import MAX_SEED
     from bvbench.report.table import build_tables, to_markdown, write_tables
-    from bvbench.runner import RunOptions, run_recipe
+    from bvbench.runner import RowsFailed, RunOptions, run_recipe
 
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise BvbenchError(f"--seed {seed} is out of range: seeds are 0 ... {MAX_SEED} (2**32 - 1)")
     if seed is not None and seeds is not None:
         raise BvbenchError("--seed and --seeds exclude each other: --seed S runs seed S, --seeds N runs the "
                            "recipe's seed and the next N-1")
     opts = RunOptions(profile=profile, rows=rows.split(",") if rows else None, sets=set_ or [], data_dir=data_dir,
-                      download=download, out=out, seed=seed, device=device, resume=resume)
-    if seeds is None:
-        rec, _ = run_recipe(recipe, opts)
+                      download=download, out=out, seed=seed, device=device, resume=resume,
+                      steal_stale=steal_stale)
+    failures: list[RowsFailed] = []
+    if launcher != "none":
+        _launch(recipe, opts, launcher, partition, gpus_per_node, nodes, time)
+        if launcher == "slurm":
+            return
+        rec = load_recipe(recipe, profile, set_ or [])
+    elif seeds is None:
+        rec = _run_seed(run_recipe, recipe, opts, failures)
     else:
         first = load_recipe(recipe, profile, set_ or []).seed
         for i in range(seeds):
             console.print(f"[bold]seed {first + i}[/] ({i + 1} of {seeds})")
-            rec, _ = run_recipe(recipe, replace(opts, seed=first + i))
+            rec = _run_seed(run_recipe, recipe, replace(opts, seed=first + i), failures)
     tables = build_tables(rec, Path(out), profile)
     write_tables(tables, Path(out), rec.name)
     print(to_markdown(tables))
+    if failures:  # the table is written; the exit code still says that rows are missing
+        raise failures[0] if len(failures) == 1 else RowsFailed("; ".join(
+            f"seed {first + i}: {f}" for i, f in enumerate(failures)))
+
+
+def _run_seed(run_recipe: Any, recipe: str, opts: Any, failures: list[Any]) -> Any:
+    """One `run_recipe`; a RowsFailed (diverged or blocked rows) is kept for the end, after the tables."""
+    from bvbench.runner import RowsFailed
+
+    try:
+        return run_recipe(recipe, opts)[0]
+    except RowsFailed as e:
+        failures.append(e)
+        return e.recipe
+
+
+def _launch(recipe: str, opts: Any, launcher: str, partition: str | None, gpus: int, nodes: int,
+            hours: float) -> None:
+    from bvbench.runner.launch import ClusterOptions, submit
+
+    cluster = ClusterOptions(launcher=launcher, partition=partition, nodes=nodes, gpus_per_node=gpus,
+                             time_min=max(1, round(hours * 60)))
+    jobs = submit(recipe, opts, cluster, wait=launcher == "local")
+    for j in jobs:
+        after = f" after {', '.join(j.after)}" if j.after else ""
+        console.print(f"  {escape(j.row)}: job {j.job_id}{after}  log {escape(j.log)}")
+    console.print(f"{len(jobs)} job(s) {'finished' if launcher == 'local' else 'submitted'}; "
+                  f"`bvbench status {escape(recipe)} --out {escape(opts.out)}` shows each row")
+
+
+@app.command()
+def status(
+    recipe: Annotated[str, typer.Argument(help="recipe name or YAML path")],
+    profile: Annotated[str | None, typer.Option(help="paper, cpu or smoke (default: that of the last "
+                                                     "`run --launcher` into --out, else paper)")] = None,
+    set_: Sets = None,
+    out: Annotated[str, typer.Option(help="results folder")] = "results",
+    seed: Annotated[int | None, typer.Option(help="random seed (default: the recipe's)")] = None,
+) -> None:
+    """Each row of a recipe: finished, running (epoch, last write), queued, failed (with its log), unfinished or unstarted."""
+    from bvbench.recipes import load_recipe
+    from bvbench.runner.launch import last_submission, row_states
+
+    name = load_recipe(recipe, "paper").name
+    last = last_submission(out, name) if profile is None and not set_ else {}
+    rec = load_recipe(recipe, profile or last.get("profile", "paper"), set_ or last.get("sets", []))
+    seed = seed if seed is not None else last.get("seed")
+    for st in row_states(rec, out, seed):
+        colour = {"finished": "green", "running": "cyan", "queued": "yellow", "failed": "red"}.get(st.state, "dim")
+        log = f"  log {st.log}" if st.log and st.state != "finished" else ""
+        console.print(f"[{colour}]{st.state:>11}[/]  {escape(st.row)}  {escape(st.detail)}{escape(log)}")
 
 
 @app.command()
@@ -253,6 +336,7 @@ def profile(
     threads: Annotated[int | None, typer.Option(help="CPU threads for latency (recorded)")] = None,
 ) -> None:
     """Parameters, MACs, BOPs, FLOPs, OPs, sizes (and latency) of each row; no training."""
+    apply_threads(threads)
     import json
 
     from bvbench.build import pick_device
@@ -276,15 +360,38 @@ def profile(
         return
     t = Table(title=f"{rec.name} ({rec.profile}): complexity per forward pass of one image")
     for col in ("row", "params (M)", "MACs (G)", "BOPs (G)", "FLOPs (G)", "OPs (1e8)", "fp32 (MiB)",
-                "size (MB)", *(["latency b1 (ms)"] if latency else [])):
+                "size (MB)", ".bvb (MB)", ".bvb / fp32", *(["latency b1 (ms)"] if latency else [])):
         t.add_column(col, justify="right" if col != "row" else "left")
     for r in out:
         t.add_row(r["row"], f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e9:.3f}", f"{r['bops'] / 1e9:.3f}",
                   f"{r['flops'] / 1e9:.3f}", f"{r['ops'] / 1e8:.3f}", f"{r['size_fp32_mib']:.2f}",
-                  f"{r['size_mb']:.2f}", *([f"{r['latency_ms']:.2f}"] if latency else []))
+                  f"{r['size_mb']:.2f}", f"{r['bvb_bytes'] / 1e6:.3f}", f"{r['bvb_vs_fp32']:.3f}",
+                  *([f"{r['latency_ms']:.2f}"] if latency else []))
     console.print(t)
+    if latency and out:
+        _print_latency(out)
     if skipped:
         console.print(f"[dim]not profiled (reference rows or methods not implemented): {', '.join(skipped)}[/]")
+
+
+def _print_latency(rows: list[dict]) -> None:
+    """`profile --latency`'s table: per row, variant, threads and batch size; footnote: kernel path and CPU."""
+    t = Table(title="latency per forward pass (ms); x fp32 = fp32 median / this median")
+    for col in ("row", "variant", "threads", "batch", "median", "p10", "p90", "x fp32"):
+        t.add_column(col, justify="left" if col in ("row", "variant") else "right")
+    for r in rows:
+        fp = {(x["threads"], x["batch_size"]): x["median_ms"] for x in r["latency"] if x["mode"] == "fp32"}
+        for x in r["latency"]:
+            t.add_row(r["row"], x["mode"], str(x["threads"]), str(x["batch_size"]), f"{x['median_ms']:.3f}",
+                      f"{x['p10_ms']:.3f}", f"{x['p90_ms']:.3f}",
+                      f"{fp[x['threads'], x['batch_size']] / x['median_ms']:.2f}")
+    console.print(t)
+    r0 = rows[0]
+    console.print(f"[dim]packed = bvbench's bit-kernel engine, kernel path {r0['kernel_path']}; simulated = "
+                  f"fake-quantized; CPU: {escape(r0['cpu'])} ({', '.join(r0['cpu_flags']) or 'no SIMD flags'})[/]")
+    for r in rows:
+        if r.get("packed_note"):
+            console.print(f"[dim]{r['row']}: no packed column: {escape(r['packed_note'])}[/]")
 
 
 @app.command()
@@ -329,21 +436,33 @@ def attention(
     console.print(f"wrote {escape(str(path))}")
 
 
+class Engine(str, Enum):
+    simulated = "simulated"
+    packed = "packed"
+
+
 @app.command("eval")
 def eval_cmd(
     run_dir: Annotated[str, typer.Argument(help="a finished run folder results/<recipe>/<row>/<run-id>, or a "
                                                 "packed model file written by `bvbench export`")],
     data_dir: Annotated[str | None, typer.Option(help="data root")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    engine: Annotated[Engine, typer.Option(help="packed model files: simulated (fake-quantized) or packed "
+                                                "(the bit-kernel engine, CPU)")] = Engine.simulated,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default $BVBENCH_THREADS or usable cores)")] = None,
 ) -> None:
     """Re-evaluate a finished run from its checkpoint, or a packed model file."""
+    apply_threads(threads)
     import json
 
-    if Path(run_dir).is_file():
-        from bvbench.evaluate.export import evaluate_packed
+    from bvbench.evaluate.export import evaluate_packed, is_packed_file
 
-        print(json.dumps(evaluate_packed(run_dir, data_dir, device), indent=2))
+    if is_packed_file(run_dir):
+        print(json.dumps(evaluate_packed(run_dir, data_dir, device, engine.value), indent=2))
         return
+    if engine is Engine.packed:
+        raise BvbenchError(f"--engine packed runs a packed model file; write one with `bvbench export {run_dir} "
+                           "--out model.bvb`")
     from bvbench.runner import evaluate_run
 
     print(json.dumps(evaluate_run(run_dir, data_dir, device), indent=2))
@@ -368,9 +487,20 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one line and exit 2, never a traceback."""
+    """Entry point: user errors print one line and exit 2, never a traceback; a signal prints one line and exits
+    128 + its number (130 for Ctrl-C, 143 for SIGTERM), whatever the command was doing."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if threading.current_thread() is threading.main_thread():
+        for s in old:
+            signal.signal(s, _stop_now)
     try:
-        app(args=argv, prog_name="bvbench", standalone_mode=False)
+        code = app(args=argv, prog_name="bvbench", standalone_mode=False)
+    except Stopped as e:
+        err.print(f"interrupted by {signal_name(e.signum)}" + (f" and {e.where}" if e.where else ""))
+        sys.exit(e.exit_code)
+    except InterruptedRun as e:
+        err.print(escape(str(e)))
+        sys.exit(e.exit_code)
     except BvbenchError as e:
         err.print("[red]error:[/] " + escape(str(e)))
         sys.exit(e.exit_code)
@@ -382,6 +512,19 @@ def main(argv: list[str] | None = None) -> None:
         if code is None:
             raise
         sys.exit(code)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for s, h in old.items():
+                signal.signal(s, h)
+    if isinstance(code, int) and code:  # Typer returns Exit(130) for a KeyboardInterrupt it caught
+        if code == 130:
+            err.print("interrupted")
+        sys.exit(code)
+
+
+def _stop_now(signum: int, frame: Any) -> None:
+    """Outside a run's own handler (see StopFlag) a signal stops the command at once."""
+    raise Stopped(signum)
 
 
 def _usage_error(e: Exception) -> int | None:

@@ -2,18 +2,51 @@
 
 from __future__ import annotations
 
+import re
+import signal
+
+_WORKER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+
 
 class BvbenchError(Exception):
     """A user-facing error (bad recipe, unknown name, missing data, corrupt checkpoint...)."""
 
     exit_code = 2
 
+    def __init__(self, msg: object = "", *args: object) -> None:
+        # Raised in a DataLoader worker, the error comes back as the same class built from "Caught ... Original
+        # Traceback ..." (torch's ExceptionWrapper.reraise): keep only the original one-line message.
+        if isinstance(msg, str) and _WORKER.match(msg):
+            last = msg.rstrip().splitlines()[-1]
+            msg = last.split(": ", 1)[1] if ": " in last else last
+        super().__init__(msg, *args)
+
 
 class DataMissingError(BvbenchError):
     """A data set is not where bvbench looks for it; the message says what to do."""
 
 
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
+
+
 class InterruptedRun(BvbenchError):
-    """Training stopped on Ctrl-C/SIGTERM after saving a checkpoint; `--resume` continues it."""
+    """Training stopped on Ctrl-C/SIGTERM after saving what it could; `--resume` continues it. Exit code 128 + the
+    signal's number: 130 for SIGINT, 143 for SIGTERM."""
 
     exit_code = 130
+
+    def __init__(self, msg: object = "", signum: int = signal.SIGINT) -> None:
+        super().__init__(msg)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+
+
+class Stopped(BaseException):  # noqa: N818 - a signal, not an error
+    """A signal stops the process at once (not at a step boundary): a BaseException, so that no `except
+    Exception` on the way takes it for a failure of what it interrupted (a torch.load, a download)."""
+
+    def __init__(self, signum: int, where: str = "") -> None:
+        super().__init__(signum, where)
+        self.signum, self.where = int(signum), where
+        self.exit_code = 128 + self.signum

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from bvbench.errors import BvbenchError
 from bvbench.recipes.schema import Row
+from bvbench.threads import thread_info
 
 DONE = ".done"
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -30,8 +31,23 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: readers see old or new, never half."""
+    """Write to a temporary file in the same folder, fsync, rename, fsync the folder: readers see old or new,
+    never half, and a crash right after leaves the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -43,6 +59,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -54,15 +71,28 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save with the guarantees of `atomic_write_bytes` (temporary file, fsync, rename, fsync)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def pause_for_tests(point: str) -> None:
+    """Tests only: with BVBENCH_TEST_PAUSE_AT=<point> the process stops itself (SIGSTOP) at that point, so a
+    test can signal it at an exact moment."""
+    if os.environ.get("BVBENCH_TEST_PAUSE_AT") == point:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def config_hash(obj: Any) -> str:
@@ -112,6 +142,7 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
+        "thread_settings": thread_info(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "seed": seed,
         "argv": sys.argv,
@@ -245,6 +276,7 @@ class RunDir:
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
     def mark_done(self) -> None:
+        pause_for_tests("before-done")
         atomic_write_text(self.path / DONE, now() + "\n")
 
     def metrics(self) -> Metrics:
@@ -289,13 +321,22 @@ def find_identical_run(results: Path, run_id: str, exclude: Path | None = None,
 def link_or_copy(src: Path, dst: Path) -> None:
     """`dst` becomes `src`'s content: a hard link where the file system allows, else an atomic copy."""
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)  # left by a killed process with our pid
     try:
         os.link(src, tmp)
     except OSError:
         import shutil
 
         shutil.copy2(src, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
     os.replace(tmp, dst)
+    fsync_dir(dst.parent)
+
+
+def is_temporary(f: Path) -> bool:
+    """A writer's temporary file or marker (`.name`, `*.tmp`): never part of what a run folder holds."""
+    return f.name.startswith(".") or f.name.endswith(".tmp")
 
 
 def adopt_run(src: RunDir, dst: Path, record: dict[str, Any], config: dict[str, Any]) -> RunDir:
@@ -308,7 +349,7 @@ def adopt_run(src: RunDir, dst: Path, record: dict[str, Any], config: dict[str, 
                                 else _mkdir(dst.parent)))
     try:
         for f in src.path.iterdir():
-            if f.is_file() and f.name != DONE:
+            if f.is_file() and not is_temporary(f):  # `.done` is written last below
                 if f.name.startswith("checkpoint"):
                     link_or_copy(f, tmp / f.name)
                 else:
@@ -321,6 +362,7 @@ def adopt_run(src: RunDir, dst: Path, record: dict[str, Any], config: dict[str, 
         atomic_write_json(tmp / "reused.json", {"from": str(src.path), "time": now()})
         atomic_write_text(tmp / DONE, now() + "\n")
         os.replace(tmp, dst)
+        fsync_dir(dst.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,4 +1,4 @@
-"""Imports flow one way: cli -> runner/report -> train -> evaluate/engine -> build/results -> methods -> quant,
+"""Imports flow one way: cli -> runner/report -> train -> evaluate -> engine/build/results -> methods -> quant,
 with data/, models/ and the recipe schema as leaves (docs: ARCHITECTURE.md). Every import in bvbench/, at module
 level or inside a function, is checked against that order by walking the sources with `ast`."""
 
@@ -16,6 +16,7 @@ RANKS: dict[str, int] = {
     "bvbench": 0,  # the package root: __version__ only
     "bvbench.errors": 0,
     "bvbench.registry": 1,
+    "bvbench.threads": 1,  # thread settings: os and errors only (the CLI calls it before torch loads)
     "bvbench.data": 2,
     "bvbench.models": 2,
     "bvbench.quant": 2,
@@ -23,8 +24,8 @@ RANKS: dict[str, int] = {
     "bvbench.methods": 3,
     "bvbench.build": 4,
     "bvbench.results": 4,
+    "bvbench.engine": 4,  # kernels and compile_model (quant only): evaluate builds the engine from a .bvb file
     "bvbench.evaluate": 5,
-    "bvbench.engine": 5,
     "bvbench.train": 6,
     "bvbench.runner": 7,
     "bvbench.report": 7,

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import bvbench.train.trainer as trainer_mod
-from bvbench.results import atomic_write_bytes
 
 
 def _metrics(out: Path, recipe: str = "tiny", row: str = "fp") -> dict:
@@ -22,35 +21,89 @@ def _metrics(out: Path, recipe: str = "tiny", row: str = "fp") -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
-def test_sigterm_mid_epoch_then_resume_equals_uninterrupted(cli, tiny_recipe: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    args = ["run", str(tiny_recipe), "--device", "cpu", "--set", "train.epochs=2", "--set", "train.batch_size=64"]
-    code, _, err = cli(*args, "--out", str(tmp_path / "a"))
-    assert code == 0, err
-    reference = _metrics(tmp_path / "a")
+RANDOM_RUN = ["--device", "cpu", "--set", "data.num_workers=2", "--set", "train.epochs=2",
+              "--set", "train.batch_size=16", "--set", "train.augment.hflip=true",
+              "--set", "train.augment.random_crop=true", "--set", "model.drop_path_rate=0.2"]
 
-    real_lr_at, calls = trainer_mod.lr_at, {"n": 0}
 
-    def lr_at_then_signal(*a, **k):  # a real SIGTERM in the middle of epoch 2 (8 steps per epoch)
-        calls["n"] += 1
-        if calls["n"] == 11:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_lr_at(*a, **k)
+def _bvbench(*args: str, **popen: object) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "bvbench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True, **popen)  # type: ignore[call-overload]
 
-    monkeypatch.setattr(trainer_mod, "lr_at", lr_at_then_signal)
-    code, _, err = cli(*args, "--out", str(tmp_path / "b"))
-    assert code == 130 and "interrupted" in err and "--resume" in err and "Traceback" not in err
-    (run,) = list((tmp_path / "b" / "tiny" / "fp").iterdir())
+
+def _finished(recipe: Path, out: Path, *extra: str) -> dict:
+    proc = _bvbench("run", str(recipe), "--out", str(out), *RANDOM_RUN, *extra)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    (run,) = [p for p in (out / "tiny" / "fp").iterdir() if (p / ".done").exists()]
+    return torch.load(run / "checkpoint.pt", weights_only=True)
+
+
+def _tensors(obj: object, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor in a checkpoint, by path (model, optimizer moments, RNG states)."""
+    if isinstance(obj, torch.Tensor):
+        return {prefix: obj}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list | tuple) else ()
+    return {k: v for key, o in items for k, v in _tensors(o, f"{prefix}/{key}").items()}
+
+
+def _assert_same_tensors(a: dict, b: dict) -> None:
+    ta, tb = _tensors(a), _tensors(b)
+    assert ta.keys() == tb.keys() and any("/model/" in k for k in ta)
+    differ = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not differ, differ[:5]
+
+
+def _wait_mid_epoch_2(out: Path, proc: subprocess.Popen) -> None:
+    import time
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list((out / "tiny" / "fp").glob("*/history.csv")):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)  # epoch 1 done: the signal lands in epoch 2, workers running
+    time.sleep(0.5)
+
+
+def test_sigterm_mid_epoch_with_workers_augmentation_and_drop_path_resumes_bit_exact(
+        tiny_recipe: Path, tmp_path: Path) -> None:
+    reference = _finished(tiny_recipe, tmp_path / "a")
+    out = tmp_path / "b"
+    proc = _bvbench("run", str(tiny_recipe), "--out", str(out), *RANDOM_RUN)
+    _wait_mid_epoch_2(out, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "interrupted by SIGTERM" in err and "Traceback" not in err, err
+    (run,) = list((out / "tiny" / "fp").iterdir())
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
-    assert ckpt["fit"]["epoch"] == 1 and ckpt["fit"]["step"] == 3  # saved at the step boundary
-    assert not (run / ".done").exists() and not (run / "metrics.json").exists()
+    assert ckpt["fit"]["epoch"] == 1 and 0 < ckpt["fit"]["step"] and not (run / ".done").exists()
+    resumed = _finished(tiny_recipe, out, "--resume")
+    _assert_same_tensors(reference, resumed)
+    assert _metrics(out)["test_loss"] == _metrics(tmp_path / "a")["test_loss"]
 
-    monkeypatch.setattr(trainer_mod, "lr_at", real_lr_at)
-    code, out, err = cli(*args, "--out", str(tmp_path / "b"), "--resume")
-    assert code == 0 and "resuming" in out, err
-    resumed = _metrics(tmp_path / "b")
-    for k in ("top1", "top5", "precision", "recall", "f1", "test_loss"):
-        assert resumed[k] == reference[k], k
+
+def test_sigkill_loses_at_most_checkpoint_every_steps_and_resumes_bit_exact(tiny_recipe: Path,
+                                                                            tmp_path: Path) -> None:
+    reference = _finished(tiny_recipe, tmp_path / "a")  # checkpoint_every changes neither results nor run id
+    out = tmp_path / "b"
+    proc = _bvbench("run", str(tiny_recipe), "--out", str(out), *RANDOM_RUN, "--set", "train.checkpoint_every=3")
+    _wait_mid_epoch_2(out, proc)
+    import time
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # a step checkpoint inside epoch 2, written by checkpoint_every alone
+        fit = torch.load(next((out / "tiny" / "fp").glob("*/checkpoint.pt")), weights_only=True)["fit"]
+        if fit["epoch"] == 1 and fit["step"] > 0:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    (run,) = [p for p in (out / "tiny" / "fp").iterdir() if p.is_dir()]
+    assert run.name == next((tmp_path / "a" / "tiny" / "fp").iterdir()).name
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["fit"]["epoch"] == 1 and ckpt["fit"]["step"] % 3 == 0 and ckpt["fit"]["step"] > 0
+    resumed = _finished(tiny_recipe, out, "--resume", "--set", "train.checkpoint_every=3")
+    _assert_same_tensors(reference, resumed)
 
 
 def test_same_seed_same_metrics(cli, tiny_recipe: Path, tmp_path: Path) -> None:
@@ -80,7 +133,7 @@ def test_nan_loss_marks_row_diverged_and_recipe_goes_on(cli, tiny_recipe: Path, 
 
     monkeypatch.setattr(trainer_mod.ClassificationLoss, "forward", nan_after_three)
     code, out, err = cli("run", str(tiny_recipe), "--device", "cpu", "--out", str(tmp_path))
-    assert code == 0, err
+    assert code == 1 and "2 row(s) without a finished run: fp (diverged), second (diverged)" in err, err
     assert out.count("diverged") >= 2 and "step 4" in out  # both rows tried, the message says where
     for row in ("fp", "second"):
         (run,) = list((tmp_path / "tiny" / row).iterdir())
@@ -92,27 +145,72 @@ def test_nan_loss_marks_row_diverged_and_recipe_goes_on(cli, tiny_recipe: Path, 
 WRITER = """
 import sys
 from pathlib import Path
-from bvbench.results import atomic_write_bytes
-target = Path(sys.argv[1])
-i = 0
+import torch
+from bvbench.results import atomic_torch_save, atomic_write_json
+kind, target = sys.argv[1], Path(sys.argv[2])
+print("ready", flush=True)
+i = int(sys.argv[3])
 while True:
     i += 1
-    atomic_write_bytes(target, bytes([i % 251]) * 4_000_000)
+    if kind == "json":
+        atomic_write_json(target, {"version": i, "data": [i] * 400_000})
+    else:
+        atomic_torch_save({"version": i, "data": torch.full((1_000_000,), i)}, target)
 """
 
 
-def test_killed_writer_leaves_old_or_new_file(tmp_path: Path) -> None:
-    target = tmp_path / "metrics.json"
-    atomic_write_bytes(target, b"\x00" * 4_000_000)
+def _version(kind: str, target: Path) -> int:
+    """The version a complete file holds; fails on a partial or mixed one."""
+    if kind == "json":
+        obj = json.loads(target.read_text())
+        assert set(obj["data"]) == {obj["version"]} and len(obj["data"]) == 400_000
+        return obj["version"]
+    obj = torch.load(target, weights_only=True)
+    assert obj["data"].shape == (1_000_000,) and bool((obj["data"] == obj["version"]).all())
+    return obj["version"]
+
+
+def _kill_while_writing(kind: str, target: Path, start: int) -> bool:
+    """Run the writer, SIGKILL it while a temporary file of `target` is being written; True if one was seen."""
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, kind, str(target), str(start)], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    import time
+
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        deadline, seen = time.monotonic() + 20, False
+        while time.monotonic() < deadline and proc.poll() is None:
+            for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+                try:
+                    started = tmp.stat().st_size > 0
+                except FileNotFoundError:
+                    continue
+                seen = True
+                if started or time.monotonic() > deadline - 15:
+                    return True
+            time.sleep(0.0005)
+        return seen
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("kind", ["json", "torch"])
+def test_killed_writer_leaves_old_or_new_file(tmp_path: Path, kind: str) -> None:
+    """SIGKILL in the middle of atomic_write_json / atomic_torch_save: the target is one whole version."""
+    from bvbench.results import atomic_torch_save, atomic_write_json
+
+    target = tmp_path / ("metrics.json" if kind == "json" else "checkpoint.pt")
+    if kind == "json":
+        atomic_write_json(target, {"version": 0, "data": [0] * 400_000})
+    else:
+        atomic_torch_save({"version": 0, "data": torch.full((1_000_000,), 0)}, target)
+    last = 0
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)])
-        try:
-            proc.wait(timeout=0.4)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        data = target.read_bytes()
-        assert len(data) == 4_000_000 and len(set(data)) == 1  # one whole version, never a mix or a stub
+        assert _kill_while_writing(kind, target, last * 1000), "the writer never started a temporary file"
+        version = _version(kind, target)  # old or new, never a mix or a stub
+        assert version >= last
+        last = version
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
@@ -152,8 +250,8 @@ def test_sigterm_to_the_process_group_with_loader_workers_saves_and_exits_cleanl
     assert proc.poll() is None, proc.communicate()
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err and "DataLoader worker" not in err
+    assert proc.returncode == 143, err  # 128 + SIGTERM
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err and "DataLoader worker" not in err
     (run,) = list((out / "tiny" / "fp").iterdir())
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["fit"]["epoch"] >= 1 and not (run / ".done").exists()

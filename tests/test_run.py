@@ -170,3 +170,15 @@ def test_a_field_added_later_at_its_neutral_value_keeps_run_ids(tiny_recipe: Pat
     other = load_recipe(str(tiny_recipe), "paper", ["eval.count_first_last=like_body"])
     assert run_id(other, other.row("fp"), 0) != run_id(base, row, 0)
     assert run_id(base, row, 0) != run_id(base, row, 1)
+
+
+def test_random_augmentation_enters_the_run_id_and_plain_rows_keep_theirs(tiny_recipe: Path) -> None:
+    """Per-sample augmentation draws changed the numbers of rows with random per-image transforms only."""
+    from bvbench.recipes import load_recipe
+    from bvbench.runner.identity import row_identity, run_id
+
+    plain = load_recipe(str(tiny_recipe), "paper")
+    noisy = load_recipe(str(tiny_recipe), "paper", ["train.augment.hflip=true"])
+    assert "augment_draws" not in row_identity(plain, plain.row("fp"), 0)
+    assert row_identity(noisy, noisy.row("fp"), 0)["augment_draws"] == "per-sample"
+    assert run_id(plain, plain.row("fp"), 0) == "paper-fake-seed0-6c572a01"  # the id this row had before

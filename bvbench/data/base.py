@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from bvbench.errors import BvbenchError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -72,8 +74,12 @@ class FileSource(ImageSource):
             raise ValueError("paths and targets differ in length")
 
     def image(self, i: int) -> Image.Image:
-        with Image.open(self.paths[i]) as im:
-            return im.convert("RGB")
+        try:
+            with Image.open(self.paths[i]) as im:
+                return im.convert("RGB")
+        except (OSError, SyntaxError, ValueError) as e:  # PIL: unidentified, truncated or broken image files
+            raise BvbenchError(f"cannot read the image {self.paths[i]} ({type(e).__name__}); "
+                               "replace or delete the file") from None
 
 
 class ImageDataset(Dataset):

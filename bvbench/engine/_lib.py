@@ -17,7 +17,7 @@ from pathlib import Path
 from bvbench.errors import BvbenchError
 
 __all__ = [
-    "ABI_VERSION", "NR", "PATHS", "GemmArgs", "PackArgs", "cpu_model", "kernel_path", "lib", "path_id",
+    "ABI_VERSION", "NR", "PATHS", "GemmArgs", "PackArgs", "cpu_flags", "cpu_model", "kernel_path", "lib", "path_id",
     "supported_paths",
 ]  # fmt: skip
 
@@ -123,3 +123,19 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vpopcntdq", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+@cache
+def cpu_flags() -> tuple[str, ...]:
+    """The /proc/cpuinfo flags that matter to the kernels and int8 products (KERNEL_FLAGS order)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return tuple(f for f in KERNEL_FLAGS if f in have)
+    except OSError:
+        pass
+    return ()

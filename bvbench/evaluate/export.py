@@ -29,6 +29,7 @@ inference runs the very same ``F.linear`` on the very same weights without binar
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from collections.abc import Iterator
@@ -42,6 +43,8 @@ from torch import Tensor, nn
 from bvbench.build import build_row_model, methods_version, pick_device
 from bvbench.data import build_dataset, data_root
 from bvbench.data.loader import eval_loader
+from bvbench.engine import cpu_model, kernel_path
+from bvbench.engine.convert import compile_model
 from bvbench.errors import BvbenchError
 from bvbench.evaluate.complexity import theoretical_size
 from bvbench.evaluate.metrics import classification_metrics, predict
@@ -53,11 +56,15 @@ from bvbench.results import RunDir, atomic_torch_save, now
 __all__ = [
     "FORMAT",
     "VERSION",
+    "ENGINES",
     "Dequantized",
     "evaluate_packed",
     "export_run",
+    "freeze_weights",
     "is_packed_file",
+    "load_engine",
     "load_packed",
+    "packed_file_bytes",
     "pack_bits",
     "pack_ternary",
     "unpack_bits",
@@ -243,6 +250,107 @@ def _num_classes(row: Any, state: dict[str, Tensor]) -> int:
     return 2
 
 
+def freeze_weights(model: nn.Module) -> dict[str, tuple[str, Tensor, Tensor]]:
+    """Quantize every weight once, as a packed file stores it: each layer's `weight` becomes its quantizer's
+    fp32 output and its quantizer `Dequantized`. Returns layer name -> (kind, codes, scale) for the weights
+    `split_weight` could store as codes (the others stay dequantized fp32); `compile_model` takes this map."""
+    codes: dict[str, tuple[str, Tensor, Tensor]] = {}
+    for name, module in _weight_modules(model):
+        quantizer: nn.Module = module.weight_quant  # type: ignore[assignment]
+        weight: Tensor = module.weight  # type: ignore[assignment]
+        split = split_weight(quantizer, weight)
+        with torch.no_grad():
+            weight.copy_(quantizer(weight.detach()).float() if split is None else _dequantize(*split))
+        module.weight_quant = Dequantized(getattr(quantizer, "precision", Precision()))
+        if split is not None:
+            codes[name] = split
+    return codes
+
+
+def _weight_entries(model: nn.Module, codes: dict[str, tuple[str, Tensor, Tensor]], blobs: _Blobs
+                    ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Manifest entries of the frozen quantized weights (codes and scale, or dequantized fp32) and the names
+    of the layers stored dequantized."""
+    entries: list[dict[str, Any]] = []
+    dequantized: list[str] = []
+    for name, module in _weight_modules(model):
+        weight: Tensor = module.weight  # type: ignore[assignment]
+        entry: dict[str, Any] = {"name": _weight_key(name), "shape": list(weight.shape), "dequantized": True}
+        if name not in codes:
+            entry.update(kind="fp32", offset=blobs.add("fp32", weight.detach().float()), scale=None)
+            dequantized.append(name)
+        else:
+            kind, c, scale = codes[name]
+            data = pack_bits(c) if kind == "bits1" else pack_ternary(c) if kind == "bits2" else c
+            entry.update(kind=kind, offset=blobs.add(kind, data),
+                         scale={"kind": "fp32", "shape": list(scale.shape), "offset": blobs.add("fp32", scale)})
+        entries.append(entry)
+    return entries, dequantized
+
+
+def _weight_key(layer: str) -> str:
+    return f"{layer}.weight" if layer else "weight"
+
+
+def _plain_entries(model: nn.Module, skip: set[str], blobs: _Blobs, half: bool) -> list[dict[str, Any]]:
+    """Manifest entries of every other tensor of the state dict (fp32, fp16 with `half`, or its raw dtype)."""
+    entries = []
+    for key, t in model.state_dict().items():
+        if key in skip:
+            continue
+        kind = _plain_kind(t, half)
+        stored = t.detach().cpu().to(_BLOB_DTYPES.get(kind) or _RAW_DTYPES[kind])
+        entries.append({"name": key, "kind": kind, "shape": list(t.shape), "offset": blobs.add(kind, stored),
+                        "scale": None, "dequantized": False})
+    return entries
+
+
+def _pack(model: nn.Module, codes: dict[str, tuple[str, Tensor, Tensor]], half: bool
+          ) -> tuple[list[dict[str, Any]], list[str], dict[str, Tensor]]:
+    """Manifest entries, layers stored dequantized and the blobs of a frozen model."""
+    blobs = _Blobs()
+    entries, dequantized = _weight_entries(model, codes, blobs)
+    entries += _plain_entries(model, {_weight_key(n) for n, _ in _weight_modules(model)}, blobs, half)
+    return entries, dequantized, blobs.tensors()
+
+
+def _blob_info(tensors: dict[str, Tensor]) -> dict[str, dict[str, Any]]:
+    return {k: {"numel": v.numel(), "sha256": _sha256(v)} for k, v in tensors.items()}
+
+
+class _ByteCounter:
+    """A write-only file that counts the bytes `torch.save` writes to it."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def write(self, data: bytes) -> int:
+        self.n += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def packed_file_bytes(model: nn.Module, manifest: dict[str, Any] | None = None) -> int:
+    """Bytes of the packed file `model` is written as (`bvbench export`'s layout with `manifest`'s extra keys,
+    e.g. the row), without writing it; `model` is unchanged (a frozen copy is packed)."""
+    frozen = copy.deepcopy(model)
+    entries, _, tensors = _pack(frozen, freeze_weights(frozen), False)
+    head = {"format": FORMAT, "version": VERSION, "created": now(), **(manifest or {})}
+    sink = _ByteCounter()
+    torch.save({"manifest": {**head, "entries": entries, "blobs": _blob_info(tensors)}, "blobs": tensors}, sink)
+    return sink.n
+
+
+def _manifest(cfg: Any, run_dir: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": FORMAT, "version": VERSION, "created": now(), "recipe": cfg.recipe, "profile": cfg.profile,
+        "seed": cfg.seed, "run_id": cfg.run_id or run_dir.name, "data_dir": cfg.data_dir,
+        "row": cfg.row.model_dump(mode="json"), **extra,
+    }  # fmt: skip
+
+
 def export_run(run_dir: str | Path, out_file: str | Path, *, half: bool = False) -> dict[str, Any]:
     """Write the finished run in `run_dir` as a packed model file `out_file`; returns the sizes.
 
@@ -254,69 +362,17 @@ def export_run(run_dir: str | Path, out_file: str | Path, *, half: bool = False)
     """
     rd = RunDir(Path(run_dir))
     cfg = rd.config()
-    row, ckpt = cfg.row, rd.checkpoint()
-    num_classes = _num_classes(row, load_state(ckpt))
-    model = build_row_model(row, num_classes, ckpt).eval()
-    blobs = _Blobs()
-    entries: list[dict[str, Any]] = []
-    skip: set[str] = set()
-    packed, dequantized = [], []
-    for name, module in _weight_modules(model):
-        prefix = f"{name}." if name else ""
-        skip.update(f"{prefix}weight_quant.{k}" for k in module.weight_quant.state_dict())  # type: ignore[union-attr]
-        skip.add(f"{prefix}weight")
-        weight: Tensor = module.weight  # type: ignore[assignment]
-        split = split_weight(module.weight_quant, weight)  # type: ignore[arg-type]
-        entry: dict[str, Any] = {"name": f"{prefix}weight", "shape": list(weight.shape), "dequantized": True}
-        if split is None:
-            with torch.no_grad():
-                wq = module.weight_quant(weight.detach()).float()  # type: ignore[misc]
-            entry.update(kind="fp32", offset=blobs.add("fp32", wq), scale=None)
-            dequantized.append(name)
-        else:
-            kind, codes, scale = split
-            data = pack_bits(codes) if kind == "bits1" else pack_ternary(codes) if kind == "bits2" else codes
-            entry.update(
-                kind=kind,
-                offset=blobs.add(kind, data),
-                scale={"kind": "fp32", "shape": list(scale.shape), "offset": blobs.add("fp32", scale)},
-            )
-            packed.append(name)
-        entries.append(entry)
-    for key, t in model.state_dict().items():
-        if key in skip:
-            continue
-        kind = _plain_kind(t, half)
-        stored = t.detach().cpu().to(_BLOB_DTYPES.get(kind) or _RAW_DTYPES[kind])
-        entries.append(
-            {
-                "name": key,
-                "kind": kind,
-                "shape": list(t.shape),
-                "offset": blobs.add(kind, stored),
-                "scale": None,
-                "dequantized": False,
-            }
-        )
-    tensors = blobs.tensors()
-    theo = theoretical_size(model)
-    manifest = {
-        "format": FORMAT,
-        "version": VERSION,
-        "created": now(),
-        "recipe": cfg.recipe,
-        "profile": cfg.profile,
-        "seed": cfg.seed,
-        "run_id": cfg.run_id or Path(run_dir).name,
-        "data_dir": cfg.data_dir,
-        "row": row.model_dump(mode="json"),
-        "num_classes": num_classes,
-        "methods_version": methods_version(),
-        "half": half,
+    ckpt = rd.checkpoint()
+    num_classes = _num_classes(cfg.row, load_state(ckpt))
+    model = build_row_model(cfg.row, num_classes, ckpt).eval()
+    theo = theoretical_size(model)  # before freezing: learnable weight scales still count as parameters
+    codes = freeze_weights(model)
+    entries, dequantized, tensors = _pack(model, codes, half)
+    manifest = _manifest(cfg, Path(run_dir), {
+        "num_classes": num_classes, "methods_version": methods_version(), "half": half,
         "sizes": {"theoretical_bytes": theo["bytes"], "checkpoint_bytes": ckpt.stat().st_size},
-        "entries": entries,
-        "blobs": {k: {"numel": v.numel(), "sha256": _sha256(v)} for k, v in tensors.items()},
-    }
+        "entries": entries, "blobs": _blob_info(tensors),
+    })  # fmt: skip
     out = Path(out_file)
     try:
         atomic_torch_save({"manifest": manifest, "blobs": tensors}, out)
@@ -324,17 +380,11 @@ def export_run(run_dir: str | Path, out_file: str | Path, *, half: bool = False)
         raise BvbenchError(f"cannot write {out}: {e.strerror}") from None
     file_bytes = out.stat().st_size
     return {
-        "file": str(out),
-        "run": str(run_dir),
-        "file_bytes": file_bytes,
-        "theoretical_bytes": theo["bytes"],
-        "theoretical_mb": theo["mb"],
-        "checkpoint_bytes": ckpt.stat().st_size,
+        "file": str(out), "run": str(run_dir), "file_bytes": file_bytes, "theoretical_bytes": theo["bytes"],
+        "theoretical_mb": theo["mb"], "checkpoint_bytes": ckpt.stat().st_size,
         "file_vs_theoretical": file_bytes / theo["bytes"] if theo["bytes"] else math.nan,
-        "packed_layers": len(packed),
-        "dequantized_layers": dequantized,
-        "half": half,
-    }
+        "packed_layers": len(codes), "dequantized_layers": dequantized, "half": half,
+    }  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -364,7 +414,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def is_packed_file(path: str | Path) -> bool:
-    """True for a file (not a run folder) that `load_packed` should read."""
+    """True for a path `bvbench eval` reads as a packed model file: a file (a run is a folder)."""
     return Path(path).is_file()
 
 
@@ -375,21 +425,28 @@ def _slice(blobs: dict[str, Tensor], kind: str, offset: int, count: int) -> Tens
     return blob[offset : offset + count]
 
 
+def _codes(entry: dict[str, Any], blobs: dict[str, Tensor]) -> tuple[str, Tensor, Tensor]:
+    """(kind, codes, scale) of a packed entry, as `split_weight` returned them at export."""
+    kind, shape, offset = entry["kind"], [int(d) for d in entry["shape"]], entry["offset"]
+    n = math.prod(shape)
+    sc = entry["scale"]
+    sshape = [int(d) for d in sc["shape"]]
+    scale = _slice(blobs, "fp32", sc["offset"], math.prod(sshape)).reshape(sshape)
+    if kind == "bits1":
+        codes: Tensor = unpack_bits(_slice(blobs, kind, offset, (n + 7) // 8), n).reshape(shape)
+    elif kind == "bits2":
+        codes = unpack_ternary(_slice(blobs, kind, offset, (n + 3) // 4), n).reshape(shape)
+    else:
+        codes = _slice(blobs, kind, offset, n).reshape(shape)
+    return kind, codes, scale
+
+
 def _decode(entry: dict[str, Any], blobs: dict[str, Tensor]) -> Tensor:
     """The fp32 (or raw-dtype) tensor an entry describes."""
     kind, shape, offset = entry["kind"], [int(d) for d in entry["shape"]], entry["offset"]
     n = math.prod(shape)
     if kind in PACKED_KINDS:
-        sc = entry["scale"]
-        sshape = [int(d) for d in sc["shape"]]
-        scale = _slice(blobs, "fp32", sc["offset"], math.prod(sshape)).reshape(sshape)
-        if kind == "bits1":
-            codes: Tensor = unpack_bits(_slice(blobs, kind, offset, (n + 7) // 8), n).reshape(shape)
-        elif kind == "bits2":
-            codes = unpack_ternary(_slice(blobs, kind, offset, (n + 3) // 4), n).reshape(shape)
-        else:
-            codes = _slice(blobs, kind, offset, n).reshape(shape)
-        return _dequantize(kind, codes, scale)
+        return _dequantize(*_codes(entry, blobs))
     if kind in ("fp32", "fp16"):
         return _slice(blobs, kind, offset, n).reshape(shape).float()
     if kind in _RAW_DTYPES:
@@ -397,21 +454,16 @@ def _decode(entry: dict[str, Any], blobs: dict[str, Tensor]) -> Tensor:
     raise ValueError(f"unknown storage kind {kind!r}")
 
 
-def load_packed(file: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The model stored in a packed file (eval mode, on the CPU) and the file's manifest.
+def _corrupt(path: Path, detail: str) -> BvbenchError:
+    return BvbenchError(f"packed model file {path} is corrupt: {detail}")
 
-    Rebuilds the row's model (random init, every stage's method applied), makes each packed layer's weight
-    quantizer `Dequantized` and loads the unpacked weights; any inconsistency is a BvbenchError."""
-    path = Path(file)
-    obj = _read_file(path)
+
+def _check_blobs(path: Path, obj: dict[str, Any]) -> tuple[Row, int, list[dict[str, Any]]]:
+    """The row, class count and entries of a read file whose blobs match their checksums."""
     manifest, blobs = obj["manifest"], obj.get("blobs")
-
-    def corrupt(detail: str) -> BvbenchError:
-        return BvbenchError(f"packed model file {path} is corrupt: {detail}")
-
     try:
         if not isinstance(blobs, dict) or set(blobs) != set(manifest["blobs"]):
-            raise corrupt("its tensor blobs do not match the manifest")
+            raise _corrupt(path, "its tensor blobs do not match the manifest")
         for kind, info in manifest["blobs"].items():
             t = blobs[kind]
             want = _BLOB_DTYPES.get(kind) or _RAW_DTYPES.get(kind)
@@ -421,39 +473,76 @@ def load_packed(file: str | Path) -> tuple[nn.Module, dict[str, Any]]:
                 or t.numel() != info["numel"]
                 or _sha256(t) != info["sha256"]
             ):
-                raise corrupt(f"the {kind} blob fails its checksum")
-        row = Row.model_validate(manifest["row"])
-        num_classes = int(manifest["num_classes"])
-        entries = manifest["entries"]
+                raise _corrupt(path, f"the {kind} blob fails its checksum")
+        return Row.model_validate(manifest["row"]), int(manifest["num_classes"]), manifest["entries"]
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise corrupt(f"bad manifest ({type(e).__name__}: {e})") from None
+        raise _corrupt(path, f"bad manifest ({type(e).__name__}: {e})") from None
 
+
+def _rebuild(path: Path, obj: dict[str, Any]) -> tuple[nn.Module, dict[str, tuple[str, Tensor, Tensor]]]:
+    """The file's model with its dequantized weights loaded, and layer name -> (kind, codes, scale)."""
+    row, num_classes, entries = _check_blobs(path, obj)
+    blobs = obj["blobs"]
     model = build_row_model(row, num_classes)
     state: dict[str, Tensor] = {}
+    codes: dict[str, tuple[str, Tensor, Tensor]] = {}
     try:
         for entry in entries:
             name = entry["name"]
             if entry.get("dequantized"):
-                owner = model.get_submodule(name.rpartition(".")[0])
+                layer = name.rpartition(".")[0]
+                owner = model.get_submodule(layer)
                 wq = getattr(owner, "weight_quant", None)
                 if wq is None:
                     raise ValueError(f"{name} is stored quantized but its layer has no weight quantizer")
                 owner.weight_quant = Dequantized(getattr(wq, "precision", Precision()))
+                if entry["kind"] in PACKED_KINDS:
+                    codes[layer] = _codes(entry, blobs)
             state[name] = _decode(entry, blobs)
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
-        raise corrupt(f"{type(e).__name__}: {e}") from None
+        raise _corrupt(path, f"{type(e).__name__}: {e}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise corrupt(f"its tensors do not fit row {row.name!r}: {str(e).splitlines()[0]}") from None
-    return model.eval(), manifest
+        raise _corrupt(path, f"its tensors do not fit row {row.name!r}: {str(e).splitlines()[0]}") from None
+    return model.eval(), codes
 
 
-def evaluate_packed(file: str | Path, data_dir: str | None = None, device: str = "auto") -> dict[str, Any]:
-    """Evaluate a packed model file on its run's test split (`bvbench eval FILE`), like `evaluate_run`."""
-    model, manifest = load_packed(file)
+def load_packed(file: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The model stored in a packed file (eval mode, on the CPU) and the file's manifest.
+
+    Rebuilds the row's model (random init, every stage's method applied), makes each packed layer's weight
+    quantizer `Dequantized` and loads the unpacked weights: the simulated (fake-quantized) model. Any
+    inconsistency is a BvbenchError."""
+    path = Path(file)
+    obj = _read_file(path)
+    return _rebuild(path, obj)[0], obj["manifest"]
+
+
+def load_engine(file: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The packed file's model compiled into the packed engine (`bvbench.engine.compile_model`): its linear
+    layers and attention products run from the stored codes on the bit kernels. BvbenchError where the
+    engine does not support the model's family or a layer."""
+    path = Path(file)
+    obj = _read_file(path)
+    model, codes = _rebuild(path, obj)
+    return compile_model(model, codes), obj["manifest"]
+
+
+ENGINES = ("simulated", "packed")
+
+
+def evaluate_packed(file: str | Path, data_dir: str | None = None, device: str = "auto",
+                    engine: str = "simulated") -> dict[str, Any]:
+    """Evaluate a packed model file on its run's test split (`bvbench eval FILE`), like `evaluate_run`:
+    `engine` "simulated" runs the fake-quantized model (any device), "packed" the packed engine (CPU)."""
+    if engine not in ENGINES:
+        raise BvbenchError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "packed" and device not in ("auto", "cpu"):
+        raise BvbenchError(f"the packed engine runs on the CPU only, not on {device}")
+    model, manifest = (load_engine if engine == "packed" else load_packed)(file)
     row = Row.model_validate(manifest["row"])
-    dev = pick_device(device)
+    dev = pick_device("cpu" if engine == "packed" else device)
     ds, info = build_dataset(row.data, data_root(data_dir or manifest.get("data_dir")), "test")
     if info.num_classes != manifest["num_classes"]:
         raise BvbenchError(
@@ -462,10 +551,13 @@ def evaluate_packed(file: str | Path, data_dir: str | None = None, device: str =
     loader = eval_loader(ds, row.eval.batch_size, row.data.num_workers)
     logits, targets = predict(model.to(dev), loader, dev)
     metrics, _ = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
+    extra = {"kernel_path": kernel_path(), "cpu": cpu_model()} if engine == "packed" else {}
     return {
         "file": str(file),
         "run": manifest.get("run_id"),
         "data": info.display,
+        "engine": engine,
+        **extra,
         "file_bytes": Path(file).stat().st_size,
         **manifest.get("sizes", {}),
         **metrics,

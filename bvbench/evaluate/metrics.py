@@ -12,6 +12,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 from torch.utils.data import DataLoader
 
+from bvbench.data.loader import batches
+
 
 @torch.inference_mode()
 def predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -19,14 +21,15 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: boo
     was_training = model.training
     model.eval()
     logits, targets = [], []
-    for x, y in loader:
-        x = x.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            out = model(x)
-        if isinstance(out, tuple):  # a distilled model left in distilled-training mode
-            out = (out[0] + out[1]) / 2
-        logits.append(out.float().cpu())
-        targets.append(torch.as_tensor(y))
+    with batches(loader) as it:  # its workers stop however the loop ends
+        for x, y in it:
+            x = x.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+                out = model(x)
+            if isinstance(out, tuple):  # a distilled model left in distilled-training mode
+                out = (out[0] + out[1]) / 2
+            logits.append(out.float().cpu())
+            targets.append(torch.as_tensor(y))
     model.train(was_training)
     return torch.cat(logits), torch.cat(targets)
 

@@ -4,6 +4,7 @@ the method option models of `bvbench.recipes.options`."""
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -32,8 +33,16 @@ UNITS: dict[str, float] = {
 }
 
 
+# Bounds that catch a typo before hours of training: no published protocol comes near them.
+MAX_EPOCHS = 100_000
+MAX_LR = 10.0
+MAX_WD = 10.0
+MAX_SEED = 2**32 - 1  # numpy's seed range
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan are never a meaningful setting (lr=inf trains to nan): rejected when the recipe loads.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class PaperColumn(Strict):
@@ -131,31 +140,64 @@ class AugmentConfig(Strict):
                     or self.random_erasing > 0)
 
 
+def checkpoint_interval(v: int | str | None) -> tuple[int | None, float | None]:
+    """`train.checkpoint_every` as (steps, seconds): 50 -> (50, None), '10min' -> (None, 600.0)."""
+    if v is None:
+        return None, None
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v < 1:
+            raise ValueError("checkpoint_every must be a number of steps >= 1 or minutes like '10min'")
+        return v, None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(min|m|s|steps?)?\s*", str(v))
+    if m is None or float(m.group(1)) <= 0:
+        raise ValueError(f"checkpoint_every {v!r}: use a number of steps (50) or minutes ('10min')")
+    num, unit = float(m.group(1)), m.group(2) or "steps"
+    if unit.startswith("step"):
+        return max(1, int(num)), None
+    return None, num * 60 if unit in ("min", "m") else num
+
+
 class TrainConfig(Strict):
-    epochs: int = Field(10, ge=0)
+    epochs: int = Field(10, ge=0, le=MAX_EPOCHS)
     batch_size: int = Field(128, ge=1)
     optimizer: Literal["adamw", "adam", "sgd", "lamb"] = "adamw"
-    lr: float = Field(5e-4, gt=0)
+    lr: float = Field(5e-4, gt=0, le=MAX_LR)
     lr_base_batch: int | None = Field(None, ge=1, description="scale lr by batch_size / lr_base_batch (DeiT)")
-    weight_decay: float = Field(0.05, ge=0)
+    weight_decay: float = Field(0.05, ge=0, le=MAX_WD)
     momentum: float = Field(0.9, ge=0, lt=1)
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0)
-    warmup_lr: float = Field(1e-6, ge=0)
-    min_lr: float = Field(1e-6, ge=0)
+    warmup_lr: float = Field(1e-6, ge=0, le=MAX_LR)
+    min_lr: float = Field(1e-6, ge=0, le=MAX_LR)
     step_size: int = Field(30, ge=1, description="epochs between lr drops (step schedule)")
     gamma: float = Field(0.1, gt=0, le=1)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
     amp: bool = Field(True, description="bf16/fp16 autocast on CUDA; ignored on the CPU")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short (smoke tests)")
+    checkpoint_every: int | str | None = Field(
+        None, description="also save a step checkpoint every N steps (50) or M minutes ('10min'); not part of "
+                          "the run id")
     augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _checkpoint_every(cls, v: int | str | None) -> int | str | None:
+        checkpoint_interval(v)
+        return v
 
 
 class EvalConfig(Strict):
     batch_size: int = Field(256, ge=1)
     topk: list[int] = [1, 5]
+
+    @field_validator("topk")
+    @classmethod
+    def _topk(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v) or 1 not in v:
+            raise ValueError(f"topk must be positive integers including 1 (top-1 is every table's accuracy), got {v}")
+        return v
     complexity: Literal["bi-vit", "gsb", "plain"] = Field(
         "bi-vit", description="OPs convention (bvbench.evaluate.complexity.CONVENTIONS): whose table to match")
     count_first_last: Literal["as_run", "like_body"] = Field(
@@ -187,8 +229,8 @@ class StageConfig(Strict):
     """One training stage (GSB two-stage, BiViT cross-layer); unset fields come from the row."""
 
     name: str = Field(pattern=NAME_RE)
-    epochs: int | None = Field(None, ge=0)
-    lr: float | None = Field(None, gt=0)
+    epochs: int | None = Field(None, ge=0, le=MAX_EPOCHS)
+    lr: float | None = Field(None, gt=0, le=MAX_LR)
     method: MethodSpec | None = None
 
 
@@ -261,7 +303,7 @@ class Recipe(Strict):
     name: str = Field(pattern=NAME_RE)
     title: str
     profile: str = "paper"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     paper: PaperInfo
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

@@ -146,6 +146,23 @@ def _unfinished(results: Path, recipe: str, row: str) -> str:
     return "not run"
 
 
+def _status(recipe: Recipe, results: Path, r: Any, finished: bool) -> str:
+    """A row's status; a not-run row whose teacher or init row diverged is 'blocked by <row> (diverged)'."""
+    if r.status != "run":
+        return r.status
+    if finished:
+        return "finished"
+    own = _unfinished(results, recipe.name, r.name)
+    for dep in (r.init_from, r.teacher):
+        if own == "not run" and dep and not latest_runs(results, recipe.name, dep):
+            up = _status(recipe, results, recipe.row(dep), False)
+            if up == "diverged":
+                return f"blocked by {dep} (diverged)"
+            if up.startswith("blocked by"):
+                return up
+    return own
+
+
 def build_tables(recipe: Recipe, results: Path, profile: str | None = None) -> list[Table]:
     """One Table per paper table of the recipe, rows in the recipe's (= paper's) order."""
     tables = []
@@ -162,7 +179,7 @@ def build_tables(recipe: Recipe, results: Path, profile: str | None = None) -> l
                 if col.measured and runs:
                     cell.measured, cell.std, cell.n = aggregate(runs, col.key, UNITS[col.unit])
                 cells[col.key] = cell
-            status = r.status if r.status != "run" else ("finished" if run else _unfinished(results, recipe.name, r.name))
+            status = _status(recipe, results, r, run is not None)
             rows.append(TableRow(r.name, r.label, status, cells, run or Metrics(), runs))
         tables.append(Table(recipe.name, pt.name, pt.caption, pt.columns, rows, paper_data=recipe.data.name))
     return tables

@@ -17,6 +17,9 @@ ADDED_FIELDS: dict[tuple[str, ...], Any] = {
 }
 
 
+AUGMENT_DRAWS = "per-sample"
+
+
 def row_identity(recipe: Recipe, row: Row, seed: int) -> dict[str, Any]:
     """What makes two runs the same run: the resolved configuration (not labels or paper values)."""
     ident = row.model_dump(mode="json", exclude={"label", "note", "paper", "status", "table", "name"})
@@ -26,7 +29,13 @@ def row_identity(recipe: Recipe, row: Row, seed: int) -> dict[str, Any]:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict) and node.get(key, neutral) == neutral:
             node.pop(key, None)
+    ident.get("train", {}).pop("checkpoint_every", None)  # when to save changes no result
     ident.update({"profile": recipe.profile, "seed": seed, "methods_version": methods_version()})
+    if row.train.augment.random:
+        # Random per-image augmentation is drawn from (seed, epoch, sample index) since exact mid-epoch resume
+        # (issue 12.5); earlier runs drew it from each worker's stream and are other runs. Rows without random
+        # augmentation compute exactly what they did and keep their ids.
+        ident["augment_draws"] = AUGMENT_DRAWS
     for dep in ("teacher", "init_from"):
         ref = getattr(row, dep)
         if ref:

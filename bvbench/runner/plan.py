@@ -3,8 +3,10 @@ from an identical run elsewhere, resumed from its checkpoint, or fresh."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,17 @@ import torch
 from bvbench import methods
 from bvbench.errors import BvbenchError
 from bvbench.recipes.schema import Recipe, Row
-from bvbench.results import RunDir, adopt_run, find_identical_run, safe_child
+from bvbench.results import (
+    RunDir,
+    adopt_run,
+    atomic_write_json,
+    find_identical_run,
+    pause_for_tests,
+    safe_child,
+)
 from bvbench.runner.distributed import DistContext
 from bvbench.runner.identity import run_id
+from bvbench.runner.lock import Holder, RunBusy, RunLock, clean_orphans, lock_path
 
 
 @dataclass
@@ -29,6 +39,7 @@ class RunOptions:
     seed: int | None = None
     device: str = "auto"
     resume: bool = False
+    steal_stale: bool = False
 
 
 class RunPlan:
@@ -39,6 +50,7 @@ class RunPlan:
         self.recipe, self.opts, self.dist, self.root, self.say = recipe, opts, dist, root, say
         self.seed = recipe.seed if opts.seed is None else opts.seed
         self.results = Path(opts.out)
+        self.locks: dict[Path, RunLock] = {}
 
     def rows_to_run(self) -> list[Row]:
         names = self.opts.rows or [r.name for r in self.recipe.rows]
@@ -57,11 +69,23 @@ class RunPlan:
         rd = RunDir(safe_child(self.results, self.recipe.name, row.name, rid))
         return rd if rd.done else None
 
+    def busy(self, row: Row) -> str | None:
+        """Who holds the lock of the row's run folder, when a live process does."""
+        base = safe_child(self.results, self.recipe.name, row.name, run_id(self.recipe, row, self.seed))
+        holder = Holder.read(lock_path(base))
+        return holder.describe() if holder is not None and not holder.gone() else None
+
     def run_dir_for(self, row: Row) -> tuple[RunDir, dict[str, Any] | None]:
+        """The row's run folder and the checkpoint to resume from. Unless the run is finished, the folder is
+        claimed (`claim`; RunBusy when another process holds it) until `release`."""
         rid = run_id(self.recipe, row, self.seed)
         base = safe_child(self.results, self.recipe.name, row.name, rid)
         rd = RunDir(base)
         if rd.done:
+            return rd, None
+        self.claim(row, base)
+        if rd.done:  # finished by the process whose lock we waited behind
+            self.release(base)
             return rd, None
         if not base.exists() and (same := find_identical_run(self.results, rid, exclude=base)) is not None:
             # The same experiment finished under another recipe or row (a shared teacher, a row printed in two
@@ -70,30 +94,102 @@ class RunPlan:
                 adopt_run(same, base, {"recipe": self.recipe.name, "row": row.name, "label": row.label},
                           self.run_config(row, rid))
             self.dist.barrier()
+            self.release(base)
             return RunDir(base), None
         if rd.path.exists() and rd.checkpoint_path.exists():
             if self.opts.resume:
-                return rd, load_training_checkpoint(rd.checkpoint_path)
+                return rd, self.resume_state(row, rd)
             n = 2
-            while (base.parent / f"{rid}-r{n}").exists():
+            while (base.parent / f"{rid}-r{n}").exists() or lock_path(base.parent / f"{rid}-r{n}").exists():
                 n += 1
             self.say(f"[yellow]  {row.name}: an unfinished run exists in {rd.path} (pass --resume to continue "
                           f"it); starting a fresh one in {rid}-r{n}[/]")
             rd = RunDir(base.parent / f"{rid}-r{n}")
+            self.claim(row, rd.path)
+            self.release(base)
         return rd, None
+
+    def claim(self, row: Row, path: Path) -> None:
+        """Lock the run folder `path` for this process (rank 0 decides for all ranks) and remove the temporary
+        files a killed writer left in it; RunBusy when another process holds it."""
+        busy: str | None = None
+        if self.dist.main:
+            lock = RunLock(path)
+            try:
+                for note in lock.acquire(self.opts.steal_stale):
+                    self.say(f"[yellow]  {row.name}: {note}[/]")
+                self.locks[path] = lock
+                for name in clean_orphans(path):
+                    self.say(f"[dim]  {row.name}: removed {name}, left by an interrupted writer[/]")
+            except RunBusy as e:
+                busy = str(e)
+        busy = _share(self.dist, busy)
+        if busy is not None:
+            raise RunBusy(busy)
+        pause_for_tests("claimed")
+
+    def release(self, path: Path) -> None:
+        """Give up the claim on `path` (no-op when not held)."""
+        lock = self.locks.pop(path, None)
+        if lock is not None:
+            lock.release()
+
+    def release_all(self) -> None:
+        for path in list(self.locks):
+            self.release(path)
+
+    def resume_state(self, row: Row, rd: RunDir) -> dict[str, Any] | None:
+        """The training checkpoint to resume `rd` from; None when the run was killed after its results and
+        final weights were written but before `.done`: then only `.done` is missing, and it is written."""
+        ckpt = load_checkpoint_file(rd.checkpoint_path)
+        if is_training_checkpoint(ckpt):
+            return ckpt
+        if isinstance(ckpt, dict) and set(ckpt) == {"model"} and (rd.path / "metrics.json").is_file():
+            rd.metrics()  # a BvbenchError when it is not a complete record
+            if self.dist.main:
+                env_path = rd.path / "env.json"
+                env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+                if "end_time" not in env:
+                    stamp = rd.checkpoint_path.stat().st_mtime
+                    env["end_time"] = datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
+                    atomic_write_json(env_path, env)
+                rd.mark_done()
+            self.dist.barrier()
+            self.say(f"[green]  {row.name}: {rd.path} was stopped after writing its results and final weights, "
+                     f"before .done: marked finished[/]")
+            return None
+        raise BvbenchError(f"checkpoint {rd.checkpoint_path} is not a bvbench training checkpoint")
 
     def run_config(self, row: Row, rid: str) -> dict[str, Any]:
         return {"recipe": self.recipe.name, "profile": self.recipe.profile, "seed": self.seed, "run_id": rid,
                 "data_dir": str(self.root), "row": row.model_dump(mode="json")}
 
 
-def load_training_checkpoint(path: Path) -> dict[str, Any]:
-    """A training checkpoint (model, optimizer, RNG and progress), loaded with weights_only=True."""
+def load_checkpoint_file(path: Path) -> Any:
+    """torch.load(weights_only=True) with one error message for a truncated or foreign file."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or foreign file
         raise BvbenchError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(e).__name__}); "
                            "delete it to start the run again") from None
-    if not isinstance(ckpt, dict) or "fit" not in ckpt:
+
+
+def is_training_checkpoint(ckpt: Any) -> bool:
+    return isinstance(ckpt, dict) and "fit" in ckpt
+
+
+def load_training_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint (model, optimizer, RNG and progress), loaded with weights_only=True."""
+    ckpt = load_checkpoint_file(path)
+    if not is_training_checkpoint(ckpt):
         raise BvbenchError(f"checkpoint {path} is not a bvbench training checkpoint")
     return ckpt
+
+
+def _share(dist: DistContext, value: str | None) -> str | None:
+    """Rank 0's `value` on every rank (itself alone)."""
+    if dist.world <= 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]

@@ -18,7 +18,7 @@ from bvbench import methods
 from bvbench.build import build_row_model
 from bvbench.data import build_dataset
 from bvbench.data.loader import eval_loader
-from bvbench.errors import BvbenchError, InterruptedRun
+from bvbench.errors import BvbenchError, InterruptedRun, Stopped, signal_name
 from bvbench.evaluate.metrics import classification_metrics, plot_confusion, predict, write_confusion_csv
 from bvbench.evaluate.profile import complexity_metrics, fp_macs
 from bvbench.models import build_model
@@ -33,8 +33,9 @@ from bvbench.results import (
     link_or_copy,
     now,
 )
-from bvbench.runner.plan import RunPlan, load_training_checkpoint
-from bvbench.train.trainer import Diverged, Interrupted, Trainer, seed_everything
+from bvbench.runner.lock import RunBusy
+from bvbench.runner.plan import RunPlan
+from bvbench.train.trainer import Diverged, Interrupted, StopFlag, Trainer, seed_everything
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -47,6 +48,7 @@ class RowTrainer:
         self.recipe, self.opts, self.seed, self.dist = plan.recipe, plan.opts, plan.seed, plan.dist
         self.results, self.root, self.say = plan.results, plan.root, plan.say
         self._data: dict[str, Any] = {}
+        self.stop = StopFlag()  # installed by the Runner for the whole run
 
     # ------------------------------------------------------------- data
     def data(self, row: Row, split: str) -> tuple[Any, Any]:
@@ -66,6 +68,9 @@ class RowTrainer:
         """The final model of a finished row (its stages' methods applied, weights loaded)."""
         rd = self.plan.finished_run(row)
         if rd is None:
+            if (busy := self.plan.busy(row)) is not None:
+                raise BvbenchError(f"row {row.name!r} is not finished: it is being trained by another process "
+                                   f"({busy}); run this row again when it has finished")
             raise BvbenchError(f"row {row.name!r} has no finished run for profile {self.recipe.profile!r} "
                                f"and seed {self.seed}; run it first (bvbench run {self.recipe.name} --rows {row.name})")
         if not rd.checkpoint_path.exists():
@@ -76,6 +81,18 @@ class RowTrainer:
         """A finished run whose checkpoint is gone (results are committed without checkpoints) is needed as a
         teacher or initialisation: train the row again, same configuration and seed, in a scratch folder next to
         it and move only the weights over. Its metrics stay as they are; `weights.json` records both results."""
+        scratch = RunDir(rd.path.parent / f"{rd.path.name}.weights")
+        try:  # the scratch folder's lock also guards the finished run while its weights are put back
+            self.plan.claim(row, scratch.path)
+        except RunBusy as e:
+            raise BvbenchError(f"row {row.name!r}: its weights are being recovered by another process: {e}") from None
+        try:
+            if not rd.checkpoint_path.exists():
+                self._recover_weights(row, rd, scratch)
+        finally:
+            self.plan.release(scratch.path)
+
+    def _recover_weights(self, row: Row, rd: RunDir, scratch: RunDir) -> None:
         twin = find_identical_run(self.results, rd.path.name, exclude=rd.path, with_checkpoint=True)
         if twin is not None:  # the same run id elsewhere kept (or already recovered) its weights: share them
             if self.dist.main:
@@ -85,13 +102,12 @@ class RowTrainer:
             self.dist.barrier()
             self.say(f"[yellow]  {row.name}: checkpoint.pt was missing; taken from the identical run {twin.path}[/]")
             return
-        scratch = RunDir(rd.path.parent / f"{rd.path.name}.weights")
         self.say(f"[yellow]  {row.name}: its finished run {rd.path} has no checkpoint.pt (checkpoints are not kept "
                  f"with committed results); training it again with the same configuration and seed to recover "
                  f"its weights[/]")
         ckpt = None
         if scratch.checkpoint_path.exists() and not scratch.done:
-            ckpt = load_training_checkpoint(scratch.checkpoint_path)
+            ckpt = self.plan.resume_state(row, scratch)  # None and marked done if only `.done` was missing
         if not scratch.done:
             self.train_row(row, scratch, ckpt)
         if self.dist.main:
@@ -133,7 +149,29 @@ class RowTrainer:
         return model, teacher
 
     def train_row(self, row: Row, rd: RunDir, ckpt: dict[str, Any] | None) -> RunDir:
-        """Train and evaluate one row into `rd` (resuming from `ckpt` if given); returns the finished run."""
+        """Train and evaluate one row into `rd` (resuming from `ckpt` if given); returns the finished run. A
+        signal ends it with InterruptedRun (exit 128 + signal) that says what was saved."""
+        try:
+            return self._train_row(row, rd, ckpt)
+        except Interrupted as e:  # the trainer saved a checkpoint at a step or epoch boundary
+            raise InterruptedRun(f"{row.name}: interrupted by {signal_name(self.stop.signal or 2)} ({e}); "
+                                 f"checkpoint saved in {rd.path}; {self.resume_hint()}", self.stop.signal or 2) from None
+        except Stopped as e:
+            raise InterruptedRun(self.stopped_message(row, rd, e), e.signum) from None
+
+    def resume_hint(self) -> str:
+        return f"continue with: bvbench run {self.recipe.name} --resume (same options)"
+
+    def stopped_message(self, row: Row, rd: RunDir, e: Stopped) -> str:
+        """What a signal that stopped a row at once left behind, in one line."""
+        how = f"interrupted by {signal_name(e.signum)}" + (f" and {e.where}" if e.where else "")
+        if rd.done:
+            return f"{row.name}: finished ({rd.path}), then {how}; later rows did not start; {self.resume_hint()}"
+        if rd.checkpoint_path.exists():
+            return f"{row.name}: {how}; its last checkpoint is kept in {rd.path}; {self.resume_hint()}"
+        return f"{row.name}: {how} before its first checkpoint, nothing to save; {self.resume_hint()}"
+
+    def _train_row(self, row: Row, rd: RunDir, ckpt: dict[str, Any] | None) -> RunDir:
         train_set, info = self.data(row, "train")
         test_loader, test_info = self.test_loader(row)
         self.say(f"[bold]> {self.recipe.name}/{row.name}[/] ({row.label}) on {info.display}, "
@@ -161,24 +199,25 @@ class RowTrainer:
                             console=console, transient=True, disable=not self.dist.main)
         trainer = Trainer(row, model, train_set, test_loader, info.num_classes, self.device, rd.path, self.seed,
                           teacher=teacher, dist=self.dist, progress=progress, log=console.print,
-                          wrap=self.dist.wrap)
+                          wrap=self.dist.wrap, stop=self.stop)
         try:
             with progress:
                 model = trainer.fit(resume=ckpt)
         except Diverged as e:
             if self.dist.main:
                 atomic_write_json(rd.path / "diverged.json", {"status": "diverged", "message": str(e), "time": now()})
-            raise
-        except Interrupted as e:
-            raise InterruptedRun(f"{row.name}: interrupted ({e}); checkpoint saved in {rd.path}; "
-                               f"continue with: bvbench run {self.recipe.name} --resume (same options)") from None
+            kept = ("its last checkpoint (before the divergence) is kept" if rd.checkpoint_path.exists()
+                    else "nothing was saved before it")
+            raise Diverged(f"{e}; {kept} in {rd.path}") from None
         train_time = time.perf_counter() - t0
-        logits, targets = predict(model, test_loader, self.device)
+        # the last epoch already evaluated this model on this test set: reuse it (bit-identical)
+        logits, targets = trainer.final_eval or predict(model, test_loader, self.device)
         metrics, cm = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
         if self.dist.main:
             metrics.update(complexity_metrics(model, row, fp_macs(row, info.num_classes)))
-            self.write_results(rd, row, model, metrics, cm, info, test_info, len(train_set),
-                               len(test_loader.dataset), train_time, trainer, env)
+            with self.stop.deferred():  # a signal now waits for `.done`: the run is finished, then it stops
+                self.write_results(rd, row, model, metrics, cm, info, test_info, len(train_set),
+                                   len(test_loader.dataset), train_time, trainer, env)
         self.dist.barrier()
         return rd
 
@@ -186,6 +225,8 @@ class RowTrainer:
                       test_info: Any, n_train: int, n_test: int, train_time: float, trainer: Trainer,
                       env: dict[str, Any]) -> None:
         """Everything a finished run leaves behind; `.done` last."""
+        if rd.done:  # never rewrite a finished run (the folder lock makes this unreachable)
+            raise BvbenchError(f"{rd.path} was finished by another process meanwhile; its files are kept")
         classes = list(test_info.classes)
         write_confusion_csv(cm, classes, rd.path / "confusion.csv")
         plot_confusion(cm, classes, rd.path / "confusion.png", f"{self.recipe.name} / {row.label}")

@@ -18,12 +18,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bvbench import methods
-from bvbench.data.loader import seed_worker
-from bvbench.errors import BvbenchError
+from bvbench.data.loader import seed_worker, shutdown_workers
+from bvbench.errors import BvbenchError, Stopped, signal_name
 from bvbench.evaluate.metrics import predict, topk_accuracy
 from bvbench.models import is_distilled
 from bvbench.quant.qattention import attention_maps, capturable
-from bvbench.recipes.schema import Row, StageConfig
+from bvbench.recipes.schema import Row, StageConfig, checkpoint_interval
 from bvbench.results import atomic_torch_save, atomic_write_text
 from bvbench.train.losses import ClassificationLoss
 from bvbench.train.schedule import build_optimizer, effective_lr, lr_at, set_lr
@@ -90,6 +90,54 @@ class EpochSampler(Sampler[int]):
         return len(self.indices)
 
 
+class PositionedSampler(Sampler[tuple[int, int]]):
+    """One sampler for a persistent loader, placed at an epoch and a batch before each pass; yields
+    (epoch key, index) so that `SeededSamples` seeds every sample's transform from (seed, epoch, index)."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.key, self.inner = 0, EpochSampler(n, seed, 0, rank=rank, world=world)
+
+    def place(self, key: int, start: int) -> None:
+        self.key = key
+        self.inner = EpochSampler(self.n, self.seed, key, start=start, rank=self.rank, world=self.world)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.key, i) for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class SeededSamples(Dataset):
+    """Item (key, i) is `base[i]` with torch, numpy and `random` seeded from (seed, key, i): the augmentation of a
+    sample depends on neither the worker count nor where a run was interrupted. In the main process
+    (num_workers=0) the global random states are put back afterwards (dropout and mixup draw from them)."""
+
+    def __init__(self, base: Dataset, seed: int) -> None:
+        self.base, self.seed = base, seed
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        key, i = item
+        s = (self.seed * 1_000_003 + key) * 10_000_019 + i
+        if torch.utils.data.get_worker_info() is not None:
+            return self._seeded(s, i)
+        saved = rng_state()
+        try:
+            return self._seeded(s, i)
+        finally:
+            set_rng_state(saved)
+
+    def _seeded(self, s: int, i: int) -> Any:
+        torch.manual_seed(s % 2**63)
+        np.random.seed(s % 2**32)
+        random.seed(s)
+        return self.base[i]
+
+
 @dataclass
 class Dist:
     """Distributed context (a single process when world == 1)."""
@@ -113,33 +161,52 @@ class FitState:
 
 
 class StopFlag:
-    """Turns SIGINT/SIGTERM into a flag read at step boundaries."""
+    """SIGINT/SIGTERM during a run. Inside `deferred()` (the training loop, writing a finished run) a signal is a
+    flag read at the next safe point (a step boundary, the end of an epoch or of the block); elsewhere (building
+    data and models, the final evaluation: nothing is half-written) it stops at once with `Stopped`. A second
+    signal always stops at once. Installed once per run; nested `installed()` calls reuse it."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self._deferred = 0
+        self._active = False
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopFlag]:
         import threading
 
-        if threading.current_thread() is not threading.main_thread():
+        if self._active or threading.current_thread() is not threading.main_thread():
             yield self
             return
         old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def handler(signum: int, frame: Any) -> None:
-            if self.signal is not None:  # second Ctrl-C: stop now
-                signal.signal(signum, old[signum])
-                raise KeyboardInterrupt
+            if self.signal is not None:
+                raise Stopped(self.signal, f"a second signal ({signal_name(signum)})")
             self.signal = signum
+            if not self._deferred:
+                raise Stopped(signum)
 
         for s in old:
             signal.signal(s, handler)
+        self._active = True
         try:
             yield self
         finally:
+            self._active = False
             for s, h in old.items():
                 signal.signal(s, h)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold a signal until the block ends (or the block reads `signal` itself), then stop."""
+        self._deferred += 1
+        try:
+            yield
+        finally:
+            self._deferred -= 1
+        if self.signal is not None and not self._deferred:
+            raise Stopped(self.signal)
 
 
 class Trainer:
@@ -160,6 +227,7 @@ class Trainer:
         progress: Any = None,
         log: Callable[[str], None] = print,
         wrap: Callable[[nn.Module], nn.Module] | None = None,
+        stop: StopFlag | None = None,
     ) -> None:
         self.row, self.cfg = row, row.train
         self.model = model
@@ -176,9 +244,13 @@ class Trainer:
         self.wrap = wrap or (lambda m: m)
         self.stages: list[StageConfig] = row.resolved_stages()
         self.state = FitState()
-        self.stop = StopFlag()
+        self.stop = stop or StopFlag()
         self.amp = self.cfg.amp and device.type == "cuda"
         self.mixup = self._mixup()
+        self._train_loader: DataLoader | None = None
+        self.final_eval: tuple[torch.Tensor, torch.Tensor] | None = None  # the last epoch's test logits, targets
+        self.ckpt_steps, self.ckpt_seconds = checkpoint_interval(self.cfg.checkpoint_every)
+        self._since_save, self._saved_t = 0, time.monotonic()  # steps and time since the last save
 
     # ------------------------------------------------------------------ helpers
     def _mixup(self) -> Any:
@@ -191,14 +263,24 @@ class Trainer:
                      num_classes=self.num_classes)
 
     def _loader(self, epoch: int, start_batch: int) -> DataLoader:
-        bs = self.cfg.batch_size
-        sampler = EpochSampler(len(self.train_set), self.seed, self.state.stage * 10_000 + epoch,
-                               start=start_batch * bs, rank=self.dist.rank, world=self.dist.world)
-        nw = self.row.data.num_workers
-        g = torch.Generator().manual_seed(self.seed * 7919 + self.state.stage * 10_000 + epoch)
-        return DataLoader(self.train_set, batch_size=bs, sampler=sampler, num_workers=nw, drop_last=self.mixup is not None,
-                          pin_memory=self.device.type == "cuda", generator=g,
-                          worker_init_fn=seed_worker if nw else None, persistent_workers=False)
+        """The training loader (built once; its workers persist across epochs), placed at this epoch and batch."""
+        if self._train_loader is None:
+            nw = self.row.data.num_workers
+            sampler = PositionedSampler(len(self.train_set), self.seed,  # type: ignore[arg-type]
+                                        rank=self.dist.rank, world=self.dist.world)
+            self._train_loader = DataLoader(
+                SeededSamples(self.train_set, self.seed), batch_size=self.cfg.batch_size, sampler=sampler,
+                num_workers=nw, drop_last=self.mixup is not None, pin_memory=self.device.type == "cuda",
+                generator=torch.Generator().manual_seed(self.seed * 7919),
+                worker_init_fn=seed_worker if nw else None, persistent_workers=nw > 0)
+        self._train_loader.sampler.place(self.state.stage * 10_000 + epoch,  # type: ignore[attr-defined]
+                                         start_batch * self.cfg.batch_size)
+        return self._train_loader
+
+    def close_loader(self) -> None:
+        """Stop the persistent training workers."""
+        shutdown_workers(getattr(self._train_loader, "_iterator", None))
+        self._train_loader = None
 
     def steps_per_epoch(self) -> int:
         n = math.ceil(len(self.train_set) / self.dist.world)
@@ -215,6 +297,7 @@ class Trainer:
         if is_distilled(self.model):
             self.model.set_distilled_training(self.row.distill.kind != "none" and self.teacher is not None)
         self.net = self.wrap(self.model)
+        self.final_eval = None
         self.opt = build_optimizer(self.model, self.cfg, effective_lr(self.cfg, stage.lr or self.cfg.lr))
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -228,6 +311,7 @@ class Trainer:
         }
 
     def save(self) -> None:
+        self._since_save, self._saved_t = 0, time.monotonic()
         if self.dist.main:
             atomic_torch_save(self.checkpoint_state(), self.out_dir / "checkpoint.pt")
 
@@ -245,6 +329,12 @@ class Trainer:
         self.state = FitState(fit["stage"], fit["epoch"], fit["step"], list(fit["history"]))
         set_rng_state(ckpt["rng"])
 
+    def _checkpoint_due(self) -> bool:
+        """`train.checkpoint_every`: N steps or M minutes since the last save."""
+        if self.ckpt_steps is not None and self._since_save >= self.ckpt_steps:
+            return True
+        return self.ckpt_seconds is not None and time.monotonic() - self._saved_t >= self.ckpt_seconds
+
     def write_history(self) -> None:
         if not self.dist.main:
             return
@@ -261,20 +351,38 @@ class Trainer:
         else:
             seed_everything(self.seed)
             self._enter_stage(0)
-        with self.stop.installed():
-            while self.state.stage < len(self.stages):
-                stage = self.stages[self.state.stage]
-                while self.state.epoch < (stage.epochs or 0):
-                    self._epoch(stage)
-                    self.state.epoch += 1
-                    self.state.step = 0
-                    self.save()
-                self.state.stage += 1
-                self.state.epoch = 0
-                if self.state.stage < len(self.stages):
-                    self._enter_stage(self.state.stage)
-                    self.save()
+        with self.stop.installed(), self.stop.deferred(), self._workers_stopped():
+            self._stages()
         return self.model
+
+    def _stages(self) -> None:
+        """Every remaining epoch of every remaining stage, saving after each."""
+        while self.state.stage < len(self.stages):
+            stage = self.stages[self.state.stage]
+            while self.state.epoch < (stage.epochs or 0):
+                self._epoch(stage)
+                self.state.epoch += 1
+                self.state.step = 0
+                self.save()
+                self._stop_if_signalled(f"after epoch {self.state.epoch} of stage {stage.name}")
+            self.state.stage += 1
+            self.state.epoch = 0
+            if self.state.stage < len(self.stages):
+                self._enter_stage(self.state.stage)
+                self.save()
+
+    def _stop_if_signalled(self, where: str) -> None:
+        """A signal that arrived during an epoch's evaluation stops the run once its checkpoint is saved."""
+        if self.stop.signal is not None:
+            raise Interrupted(where)
+
+    @contextlib.contextmanager
+    def _workers_stopped(self) -> Iterator[None]:
+        """However training ends, the training loader's (persistent) worker processes are shut down."""
+        try:
+            yield
+        finally:
+            self.close_loader()
 
     def _epoch(self, stage: StageConfig) -> None:
         cfg, st = self.cfg, self.state
@@ -288,7 +396,7 @@ class Trainer:
         if self.progress is not None and self.dist.main:
             task = self.progress.add_task(desc, total=spe, completed=st.step, loss=float("nan"), acc=float("nan"), ips=0.0)
         t0, seen, loss_sum, correct, n_batches = time.perf_counter(), 0, 0.0, 0, 0
-        for x, y in loader:
+        for x, y in loader:  # persistent workers: they live until training ends (`_workers_stopped`)
             if st.step >= spe:
                 break
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -322,6 +430,9 @@ class Trainer:
             if task is not None:
                 ips = seen / max(time.perf_counter() - t0, 1e-9)
                 self.progress.update(task, advance=1, loss=loss_sum / n_batches, acc=correct / seen, ips=ips)
+            self._since_save += 1
+            if self._checkpoint_due():
+                self.save()
             if self.stop.signal is not None:
                 self.save()
                 raise Interrupted(f"stopped at stage {stage.name}, epoch {st.epoch + 1}, step {st.step}")
@@ -333,6 +444,7 @@ class Trainer:
             logits, targets = predict(self.model, self.test_loader, self.device, self.amp)
             rec["test_loss"] = nn.functional.cross_entropy(logits, targets).item()
             rec["test_top1"] = topk_accuracy(logits, targets, (1,))["top1"]
+            self.final_eval = (logits, targets) if not self.amp else None
             self.net.train()
         if task is not None:
             self.progress.remove_task(task)

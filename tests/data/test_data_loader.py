@@ -87,8 +87,8 @@ def test_distributed_sampler(fake_train, tmp_path: Path) -> None:
 def test_eval_loader_workers_leave_termination_signals_to_the_main_process() -> None:
     """Ctrl-C / preemption signal the whole process group, also during the per-epoch evaluation: its workers
     must keep serving so that the main process can stop at a step boundary and save."""
-    import os
     import signal
+    import subprocess
 
     from torch.utils.data import TensorDataset
 
@@ -97,8 +97,8 @@ def test_eval_loader_workers_leave_termination_signals_to_the_main_process() -> 
     loader = eval_loader(TensorDataset(torch.arange(64.0).view(64, 1)), 8, 2)
     it = iter(loader)
     first = [next(it), next(it)]  # one batch from each worker: both ran their init
-    for w in it._workers:  # type: ignore[attr-defined]
-        os.kill(w.pid, signal.SIGTERM)
+    for w in it._workers:  # type: ignore[attr-defined]  # sent by another process, as a group signal is
+        subprocess.run(["kill", f"-{int(signal.SIGTERM)}", str(w.pid)], check=True)
     batches = first + list(it)
     assert torch.equal(torch.cat([b[0] for b in batches]).view(-1), torch.arange(64.0))
 

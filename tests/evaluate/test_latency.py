@@ -67,3 +67,24 @@ def test_cuda_time_is_read_after_synchronising(monkeypatch: pytest.MonkeyPatch) 
 def test_cuda_run() -> None:
     rows = measure_latency(Probe(), (3, 8, 8), device="cuda", batch_sizes=(2,), warmup=2, iters=3)
     assert rows[0]["device_name"] == torch.cuda.get_device_name(0)
+
+
+def test_variants_are_timed_interleaved() -> None:
+    from bvbench.evaluate.latency import measure_variants
+
+    order: list[str] = []
+
+    class Tag(nn.Module):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            order.append(self.name)
+            return x
+
+    rows = measure_variants({"a": Tag("a"), "b": Tag("b")}, (3, 4, 4), batch_sizes=(1, 2), threads=(1, 2),
+                            warmup=1, iters=3)
+    assert [(r["mode"], r["threads"], r["batch_size"]) for r in rows] == [
+        (m, t, b) for t in (1, 2) for b in (1, 2) for m in ("a", "b")]
+    assert order[:8] == ["a", "b", "a", "b", "a", "b", "a", "b"]  # warm-up a, b, then a, b taking turns
