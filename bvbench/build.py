@@ -13,7 +13,7 @@ from bvbench.errors import BvbenchError
 from bvbench.models import build_model, load_state, unfused_attention
 from bvbench.recipes.schema import Row
 
-METHODS_VERSION = "d6e30f6b"
+METHODS_VERSION = "f13a5c2e"
 """The version of what the quantizers and methods compute, part of every run's identity. It began as a hash of
 their sources; change it (to any new string) with every change that alters their numbers, and leave it as it
 is for changes that do not (speed, refactoring), so finished runs stay valid and are reused."""

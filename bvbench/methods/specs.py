@@ -2,6 +2,9 @@
 
 Parts of every transformer block: qkv, proj (attention Linears), fc1, fc2 (MLP Linears), q, k, V and the
 attention map A. Patch embedding and heads stay full precision unless a paper says otherwise (GSB: 8 bits).
+The patch-merging Linear between Swin stages is body, not first or last layer (Bi-ViT Sec. 5.1 keeps only
+those real; BiViT Sec. 4.1 only the input embedding and output layer): every method that binarizes the
+blocks gives it the precision of a block Linear that, like it, reads a LayerNorm output (`_downsample`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,13 @@ from bvbench.recipes.options import (
     QViTOptions,
 )
 
+
+def _downsample(plan: Plan, like: str) -> Plan:
+    """`plan` with the patch merging's reduction quantized as the block Linear `like` (kept real if it is)."""
+    plan.downsample = plan.linears.get(like)
+    return plan
+
+
 # ---------------------------------------------------------------- BitNet (papers 1 and 2)
 
 
@@ -61,14 +71,14 @@ def bitnet(model: nn.Module, o: BitNetOptions) -> Plan:
     """1-bit BitLinear in qkv, proj, fc1, fc2: W~ = beta Sign(W - mean W), beta = ||W||_1/(nm); input LN then
     b-bit absmax per tensor (shifted variant at fc1's input); attention products, patch embedding and head
     full precision."""
-    return Plan(linears=_bitnet_linears(Q(BitNetWeight), o.act_bits, "tensor"))
+    return _downsample(Plan(linears=_bitnet_linears(Q(BitNetWeight), o.act_bits, "tensor")), "qkv")
 
 
 @register_method("bitnet158", BitNetOptions, paper="1.58bit-vit-poster (BitNet b1.58)", bits="1.58-8")
 def bitnet158(model: nn.Module, o: BitNetOptions) -> Plan:
     """BitNet b1.58 in qkv, proj, fc1, fc2: W_q = gamma clip(round(W/(gamma+eps)), -1, 1), gamma = mean|W|;
     input LN then 8-bit absmax per token; the rest full precision."""
-    return Plan(linears=_bitnet_linears(Q(TernaryWeight), o.act_bits, "token"))
+    return _downsample(Plan(linears=_bitnet_linears(Q(TernaryWeight), o.act_bits, "token")), "qkv")
 
 
 # ---------------------------------------------------------------- Bi-ViT (Bi-Real baseline, LSF)
@@ -80,7 +90,7 @@ def _bireal_plan() -> Plan:
     # the linears' weights, carries XNOR-Net's [30] scale: alpha_row sign(A), alpha_row = mean|A_row| (for a
     # softmax map sign(A) = 1 and alpha = 1/N, the uniform map; the earlier 1[A > 0.5] zeroed almost every row).
     att = AttnPart(q=Q(SignAct), k=Q(SignAct), v=Q(SignAct), attn=Q(SignScaledAttention), attn_on="probs")
-    return Plan(linears=dict.fromkeys(("qkv", "proj", "fc1", "fc2"), lin), attention=att)
+    return _downsample(Plan(linears=dict.fromkeys(("qkv", "proj", "fc1", "fc2"), lin), attention=att), "qkv")
 
 
 @register_method("bireal", NoOptions, paper="Bi-ViT baseline (Bi-Real Net)", bits="1-1")
@@ -125,7 +135,7 @@ def _bivit_family(o: BiBERTOptions, sab: bool, ls_attn: bool, ls_mlp: bool, beta
         w_mlp = weight(ls_mlp) if o.mlp_bits != "32/1" else None
         for p in ("fc1", "fc2"):
             plan.linears[p] = LinearPart(w_mlp, act)
-    return plan
+    return _downsample(plan, "fc1")  # mixes channels like the MLP (1x1 convs, BiViT Fig. 5): the MLP bits
 
 
 @register_method("bibert", BiBERTOptions, paper="BiViT baseline (BiBERT)", bits="1-1")
@@ -162,7 +172,7 @@ def bit(model: nn.Module, o: BiBERTOptions) -> Plan:
         full = o.mlp_bits == "1/1"
         plan.linears["fc1"] = LinearPart(w, Q(Elastic, signed=True) if full else None)
         plan.linears["fc2"] = LinearPart(w, Q(Elastic, signed=False) if full else None)
-    return plan
+    return _downsample(plan, "fc1")
 
 
 # ---------------------------------------------------------------- GSB
@@ -180,7 +190,7 @@ def q_vit_1bit(model: nn.Module, o: QViTOptions) -> Plan:
     qk = Q(RectifiedLSF, num_heads="$heads", signed=True)
     att = AttnPart(q=qk, k=qk, v=Q(LearnableScaleBinarizer, num_heads="$heads", signed=True),
                    attn=Q(LearnableScaleBinarizer, num_heads="$heads", signed=False), attn_on="probs")
-    return Plan(linears=dict.fromkeys(("qkv", "proj", "fc1", "fc2"), lin), attention=att)
+    return _downsample(Plan(linears=dict.fromkeys(("qkv", "proj", "fc1", "fc2"), lin), attention=att), "qkv")
 
 
 def _gsb_8bit(plan: Plan) -> Plan:
@@ -196,7 +206,7 @@ def _gsb_stage1(variant: str) -> Plan:
     `variant="code"`: the public code's stage 1, only the MLP weights (fc1, fc2) binarized."""
     w = Q(SignWeight)
     parts = ("fc1", "fc2") if variant == "code" else ("qkv", "proj", "fc1", "fc2")
-    return _gsb_8bit(Plan(linears={p: LinearPart(w) for p in parts}))
+    return _downsample(_gsb_8bit(Plan(linears={p: LinearPart(w) for p in parts})), "qkv")
 
 
 @register_method("gsb-baseline", GSBBaselineOptions, paper="GSB Sec. III (Ours-baseline)", bits="1-1")
@@ -212,7 +222,7 @@ def gsb_baseline(model: nn.Module, o: GSBBaselineOptions) -> Plan:
     b, a = LinearPart(w, Q(XnorAct, signed=True)), LinearPart(w, Q(XnorAct, signed=False))
     att = AttnPart(q=Q(SignAct), k=Q(SignAct), v=Q(XnorAct, signed=True, center=False),
                    attn=Q(GSBBaseline, stage=1 if o.attn_scale == "eq2" else 2), attn_on="probs")
-    return _gsb_8bit(Plan(linears={"qkv": b, "proj": b, "fc1": b, "fc2": a}, attention=att))
+    return _downsample(_gsb_8bit(Plan(linears={"qkv": b, "proj": b, "fc1": b, "fc2": a}, attention=att)), "qkv")
 
 
 @register_method("gsb", GSBOptions, paper="GSB (Gao et al.)", bits="1-1")
@@ -231,7 +241,7 @@ def gsb(model: nn.Module, o: GSBOptions) -> Plan:
             if o.gsb_att else Q(GSBBaseline, stage=2))
     v = Q(GSBValue, num_heads="$heads", head_dim="$head_dim", k=o.k_v) if o.gsb_v else qk
     att = AttnPart(q=qk, k=qk, v=v, attn=attn, attn_on="probs")
-    return _gsb_8bit(Plan(linears={"qkv": b, "proj": b, "fc1": b, "fc2": a}, attention=att))
+    return _downsample(_gsb_8bit(Plan(linears={"qkv": b, "proj": b, "fc1": b, "fc2": a}, attention=att)), "qkv")
 
 
 __all__ = ["apply_plan"]

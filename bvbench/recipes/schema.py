@@ -201,9 +201,9 @@ class EvalConfig(Strict):
     complexity: Literal["bi-vit", "gsb", "plain"] = Field(
         "bi-vit", description="OPs convention (bvbench.evaluate.complexity.CONVENTIONS): whose table to match")
     count_first_last: Literal["as_run", "like_body"] = Field(
-        "as_run", description="size/OPs of the full-precision layers outside the transformer blocks (patch "
-        "embedding, patch merging, head) of a quantized model: as_run counts them as they run; like_body at "
-        "the blocks' bits (Bi-ViT Table 2's 1-1 sizes and OPs are only reproduced that way)")
+        "as_run", description="size/OPs of the full-precision first and last layers (patch embedding, heads) "
+        "of a quantized model: as_run counts them as they run; like_body at the blocks' bits (Bi-ViT Table 2's "
+        "1-1 sizes and OPs are only reproduced that way); any other real layer always counts as it runs")
 
 
 class DistillConfig(Strict):
