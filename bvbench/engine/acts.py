@@ -79,8 +79,8 @@ def _rows(t: Tensor, x: Tensor) -> Tensor:
 
 def binarize(q: nn.Module, x: Tensor, kind: str) -> Bits:
     """The bits and magnitudes of ``q(x)`` (SIGNED or MASK `kind`), eval mode."""
-    if isinstance(q, SignAct):  # sign(x), sign(0) = +1 (BiViT Eq. 1-2 with GSB Eq. 4's zero rule)
-        return Bits(x, 0.0, False, None)
+    if isinstance(q, SignAct):  # sign(x): sign(0) = +1 (GSB Eq. 4) or -1 (BiViT Eq. 1, strict)
+        return Bits(x, 0.0, not q.zero_to_positive, None)
     if isinstance(q, RSign):
         return Bits(x - q.threshold.detach(), 0.0, False, None)
     if isinstance(q, Elastic):  # GSB Eq. 4 alpha sign(x - b) / GSB Eq. 3 alpha 1[x - b > alpha / 2]

@@ -116,22 +116,27 @@ def bi_vit(model: nn.Module, o: BiViTLSFOptions) -> Plan:
 # ---------------------------------------------------------------- BiViT (BiBERT, BiT baselines, SAB)
 
 
+# BiViT Eq. 1-2 (its BNN preliminaries, for the baselines too): Sign(0) = -1, STE 1[|x| < 1].
+BIVIT_SIGN = {"ste": "clipped_open", "zero_to_positive": False}
+
+
 def _bivit_family(o: BiBERTOptions, sab: bool, ls_attn: bool, ls_mlp: bool, beta: float) -> Plan:
     def weight(learnable: bool) -> Q:
-        # BiViT Eq. 1-2: alpha_c sign(W - rowmean W), clipped STE; alpha_c learnable (init rowmean|W|) or not.
+        # BiViT Eq. 1-2: alpha_c sign(W - rowmean W); alpha_c learnable (init rowmean|W|) or not.
         if learnable:
-            return Q(SignWeight, per_channel=True, learnable_scale=True, out_features="$out", ste="clipped")
-        return Q(SignWeight, per_channel=True, ste="clipped")
+            return Q(SignWeight, per_channel=True, learnable_scale=True, out_features="$out", **BIVIT_SIGN)
+        return Q(SignWeight, per_channel=True, **BIVIT_SIGN)
 
     plan = Plan()
+    sgn = Q(SignAct, **BIVIT_SIGN)
     if o.attn_bits != "32/32":  # "32/1" (traditional two-stage, stage 1): binary activations, real weights
         w_attn = weight(ls_attn) if o.attn_bits == "1/1" else None
         for p in ("qkv", "proj"):
-            plan.linears[p] = LinearPart(w_attn, Q(SignAct))
+            plan.linears[p] = LinearPart(w_attn, sgn)
         a = Q(SoftmaxAwareBinarizer, beta=beta) if sab else Q(BiBERTAttention)
-        plan.attention = AttnPart(q=Q(SignAct), k=Q(SignAct), v=Q(SignAct), attn=a, attn_on="scores")
+        plan.attention = AttnPart(q=sgn, k=sgn, v=sgn, attn=a, attn_on="scores")
     if o.mlp_bits != "32/32":
-        act = Q(SignAct) if o.mlp_bits in ("1/1", "32/1") else None
+        act = sgn if o.mlp_bits in ("1/1", "32/1") else None
         w_mlp = weight(ls_mlp) if o.mlp_bits != "32/1" else None
         for p in ("fc1", "fc2"):
             plan.linears[p] = LinearPart(w_mlp, act)
@@ -140,8 +145,8 @@ def _bivit_family(o: BiBERTOptions, sab: bool, ls_attn: bool, ls_mlp: bool, beta
 
 @register_method("bibert", BiBERTOptions, paper="BiViT baseline (BiBERT)", bits="1-1")
 def bibert(model: nn.Module, o: BiBERTOptions) -> Plan:
-    """BiBERT as BiViT's baseline: weights rowmean|W| sign(W - rowmean W), inputs sign (clipped STE), q, k, V
-    sign, A = Bool(B_Q B_K^T / sqrt(d)) with no softmax (BiViT Eq. 5)."""
+    """BiBERT as BiViT's baseline: weights rowmean|W| sign(W - rowmean W), inputs sign, q, k, V sign (BiViT
+    Eq. 1-2: sign(0) = -1, STE 1[|x| < 1]), A = Bool(B_Q B_K^T / sqrt(d)) with no softmax (BiViT Eq. 5)."""
     return _bivit_family(o, sab=False, ls_attn=False, ls_mlp=False, beta=0.25)
 
 
@@ -161,7 +166,7 @@ def bit(model: nn.Module, o: BiBERTOptions) -> Plan:
     non-negative fc2 input (type-A) and the softmax map."""
     if "32/1" in (o.attn_bits, o.mlp_bits):
         raise BvbenchError("method 'bit': bits '32/1' (real weights, binary inputs) exist for bibert and bivit only")
-    w = Q(SignWeight, center=False, ste="clipped")
+    w = Q(SignWeight, center=False, **BIVIT_SIGN)
     plan = Plan()
     if o.attn_bits == "1/1":
         for p in ("qkv", "proj"):
