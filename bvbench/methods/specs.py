@@ -189,7 +189,8 @@ def q_vit_1bit(model: nn.Module, o: QViTOptions) -> Plan:
     rowmean W) with learnable channel scales; activations alpha sign(x - b) with learnable alpha, b (all
     linear inputs, sign everywhere); q, k rectified by LayerNorm (IRM) then head-wise learnable-scale sign; V
     head-wise learnable-scale sign; A (non-negative, where sign would give all ones) alpha_h clip(round(A /
-    alpha_h), 0, 1)."""
+    alpha_h), 0, 1). Not kept (no source bvbench has defines them): the IRM's learnable affine and Q-ViT's
+    distribution-guided distillation (recipe note of the Q-ViT* rows)."""
     w = Q(SignWeight, per_channel=True, learnable_scale=True, out_features="$out", ste="clipped")
     lin = LinearPart(w, Q(Elastic, signed=True))
     qk = Q(RectifiedLSF, num_heads="$heads", signed=True)
