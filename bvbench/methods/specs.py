@@ -86,7 +86,7 @@ def bitnet158(model: nn.Module, o: BitNetOptions) -> Plan:
 
 def _bireal_plan() -> Plan:
     lin = LinearPart(Q(BiRealWeight), Q(ApproxSign))
-    # Bi-ViT Sec. 3.1 Eq. 2: q, k, V and A all binarized by sign with the STE 1[|x| <= 1] (Bi-ViT Eq. 7); A, like
+    # Bi-ViT Sec. 3.1, Bi-ViT Eq. 2: q, k, V and A all binarized by sign with the STE 1[|x| <= 1] (Bi-ViT Eq. 7); A, like
     # the linears' weights, carries XNOR-Net's [30] scale: alpha_row sign(A), alpha_row = mean|A_row| (for a
     # softmax map sign(A) = 1 and alpha = 1/N, the uniform map; the earlier 1[A > 0.5] zeroed almost every row).
     att = AttnPart(q=Q(SignAct), k=Q(SignAct), v=Q(SignAct), attn=Q(SignScaledAttention), attn_on="probs")
@@ -145,8 +145,8 @@ def _bivit_family(o: BiBERTOptions, sab: bool, ls_attn: bool, ls_mlp: bool, beta
 
 @register_method("bibert", BiBERTOptions, paper="BiViT baseline (BiBERT)", bits="1-1")
 def bibert(model: nn.Module, o: BiBERTOptions) -> Plan:
-    """BiBERT as BiViT's baseline: weights rowmean|W| sign(W - rowmean W), inputs sign, q, k, V sign (BiViT
-    Eq. 1-2: sign(0) = -1, STE 1[|x| < 1]), A = Bool(B_Q B_K^T / sqrt(d)) with no softmax (BiViT Eq. 5)."""
+    """BiBERT as BiViT's baseline: weights rowmean|W| sign(W - rowmean W), inputs sign, q, k, V sign
+    (BiViT Eq. 1-2: sign(0) = -1, STE 1[|x| < 1]), A = Bool(B_Q B_K^T / sqrt(d)) with no softmax (BiViT Eq. 5)."""
     return _bivit_family(o, sab=False, ls_attn=False, ls_mlp=False, beta=0.25)
 
 

@@ -59,7 +59,7 @@ class AbsMax(Quantizer):
 @QUANTIZERS.register("sign_act", kind="activation", bits=1, paper="BNN / BiViT Eq. 1-2 (clipped STE)")
 class SignAct(Quantizer):
     """`sign(x)` in {-1,+1} with the clipped STE dx = g * 1[|x| <= 1] and sign(0) = +1 (GSB Eq. 4-5; Bi-ViT Sec.
-    3.1). BiViT's convention (Eq. 1-2): `zero_to_positive=False` (sign(0) = -1), `ste="clipped_open"` (|x| < 1)."""
+    3.1). The convention of BiViT Eq. 1-2: `zero_to_positive=False` (sign(0) = -1), `ste="clipped_open"` (|x| < 1)."""
 
     def __init__(self, ste: str = "clipped", zero_to_positive: bool = True) -> None:
         super().__init__()

@@ -61,9 +61,9 @@ class _RowScaledSignFn(Function):
         return g * alpha * le(a.abs(), 1)
 
 
-@QUANTIZERS.register("bireal_attn", kind="attention", bits=1, paper="Bi-ViT Sec. 3.1 Eq. 2 (Bi-Real baseline)")
+@QUANTIZERS.register("bireal_attn", kind="attention", bits=1, paper="Bi-ViT Sec. 3.1, Bi-ViT Eq. 2 (Bi-Real baseline)")
 class SignScaledAttention(Quantizer):
-    """Bi-ViT's baseline (Sec. 3.1, Eq. 2) on the softmax map A [B, H, N, N]: b_A = sign(A) as for every other
+    """Bi-ViT's baseline (Sec. 3.1, Bi-ViT Eq. 2) on the softmax map A [B, H, N, N]: b_A = sign(A) as for every other
     activation, with XNOR-Net's [30] scale alpha = ||A_row||_1 / N per query row: out = alpha * sign(A).
     For a softmax map sign(A) = +1 everywhere (sign(0) = +1) and alpha = 1/N: every row attends uniformly, never
     to nothing. Backward: the paper's STE 1[|A| <= 1] times the (detached) scale, dA = g * alpha * 1[|A| <= 1]."""

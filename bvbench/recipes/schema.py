@@ -221,7 +221,7 @@ class DistillConfig(Strict):
     tau: float = Field(1.0, gt=0)
     lam: float = Field(10.0, ge=0, description="ranking: weight lambda of L_ranking (Bi-ViT Eq. 14)")
     rank_norm: Literal["fro", "mean"] = Field(
-        "fro", description="ranking: per-layer norm of psi(A_t) - psi(A_s): fro = ||.||_2 over H x N x N (Eq. 12 as "
+        "fro", description="ranking: per-layer norm of psi(A_t) - psi(A_s): fro = ||.||_2 over H x N x N (Bi-ViT Eq. 12 as "
         "written), mean = that norm / sqrt(H N N) (root mean square over the elements)")
 
 
