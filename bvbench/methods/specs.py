@@ -243,7 +243,8 @@ def gsb(model: nn.Module, o: GSBOptions) -> Plan:
     b = LinearPart(w, Q(Elastic, signed=True, num_features="$in"))
     a = LinearPart(w, Q(Elastic, signed=o.act_type_a == "sign", num_features="$in"))
     qk = Q(HeadElastic, num_heads="$heads", head_dim="$head_dim")
-    attn = (Q(GSBAttention, num_heads="$heads", num_tokens="$tokens", k=o.k_att, variant=o.variant)
+    extra = {k: v for k, v in (("phi", o.phi), ("a_bin", o.a_bin)) if v != GSBOptions.model_fields[k].default}
+    attn = (Q(GSBAttention, num_heads="$heads", num_tokens="$tokens", k=o.k_att, variant=o.variant, **extra)
             if o.gsb_att else Q(GSBBaseline, stage=2))
     v = Q(GSBValue, num_heads="$heads", head_dim="$head_dim", k=o.k_v) if o.gsb_v else qk
     att = AttnPart(q=qk, k=qk, v=v, attn=attn, attn_on="probs")

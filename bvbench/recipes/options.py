@@ -66,6 +66,10 @@ class GSBOptions(Options):
     stage: Literal[1, 2] = Field(2, description="1: every linear's weights binarized, nothing else; 2: everything")
     variant: Literal["paper", "code"] = Field("paper", description="code: GSB-att A + Phi (paper A - Phi) and the "
                                               "MLP-only stage 1")
+    phi: Literal["hnn", "hn", "zero", "mean"] = Field("hnn", description="GSB Table VII offset of A: learnable "
+                                                      "H x N x N (paper), H x N, 0 or mean(A)")
+    a_bin: Literal["round", "mask"] = Field("round", description="GSB Table VIII A_bin: clip(round(A_ret / a0), 0, "
+                                            "1) (GSB Eq. 11) or defined like M_i (1[A_ret > 0.5 rowmax])")
 
 
 METHOD_OPTIONS: dict[str, type[Options]] = {
