@@ -63,6 +63,13 @@ class PaperTable(Strict):
     columns: list[PaperColumn] = Field(min_length=1)
 
 
+class NotSupported(Strict):
+    """A table or study of the paper that bvbench does not run, and why."""
+
+    table: str = Field(description="the table's name in the paper, e.g. 'Table 3'")
+    reason: str = Field(min_length=1)
+
+
 class PaperInfo(Strict):
     """Where the reference numbers come from."""
 
@@ -70,6 +77,7 @@ class PaperInfo(Strict):
     file: str = Field(description="file under ../shared/papers/")
     url: str | None = None
     tables: list[PaperTable] = Field(min_length=1)
+    not_supported: list[NotSupported] = Field([], description="the paper's tables bvbench does not run, with why")
 
     @property
     def short(self) -> str:
