@@ -57,15 +57,17 @@ def list_cmd(
         t.add_column("tables", max_width=12)
         t.add_column("data set", no_wrap=True)
         t.add_column("rows (run)", no_wrap=True)
+        t.add_column("not supported")
         for name in recipes.available():
             try:
                 r = recipes.load_recipe(name)
             except BvbenchError as e:
-                t.add_row(name, f"[red]invalid: {str(e).splitlines()[0]}[/]", "", "", "")
+                t.add_row(name, f"[red]invalid: {str(e).splitlines()[0]}[/]", "", "", "", "")
                 continue
             run = sum(x.status == "run" for x in r.rows)
             t.add_row(name, r.paper.short, ", ".join(x.name.removeprefix("Table ") for x in r.paper.tables),
-                      r.data.name, f"{len(r.rows)} ({run})")
+                      r.data.name, f"{len(r.rows)} ({run})",
+                      "; ".join(f"{x.table}: {x.reason}" for x in r.paper.not_supported))
     elif kind is Kind.datasets:
         from bvbench.data import DATASETS, dataset_info
 
