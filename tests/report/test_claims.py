@@ -24,6 +24,7 @@ from bvbench.report.claims import (
     mcnemar_exact,
     newcombe_paired,
     verdict,
+    write_claims,
 )
 from bvbench.results import Metrics, RunDir
 
@@ -196,3 +197,13 @@ def test_a_bad_claim_is_one_line_exit_2(tmp_path: Path, cli, bad: str, message: 
             else cli(cmd, str(tmp_path / "claimy.yaml"))
         assert code == 2, (cmd, out, err)
         assert message in out + err and "Traceback" not in out + err
+
+
+def test_results_readme_shows_the_claims_section(tmp_path: Path) -> None:
+    from bvbench.report.readme import write_readme
+
+    res = tmp_path / "results"
+    write_claims(build_claims(load_recipe("quickstart"), res, "cpu"), res, "quickstart")
+    text = write_readme(res, [{"recipe": "quickstart", "status": "finished"}]).read_text()
+    assert "#### quickstart — Claims" in text and "bitnet158 > bitnet (headline)" in text
+    assert "not run (bitnet158)" in text and "(quickstart/claims.csv)" in text
