@@ -8,8 +8,9 @@ and its section in results/README.md says so; without either it is skipped with 
 Finished runs are reused (run ids hash the resolved configuration, across recipes), unfinished ones resumed,
 so a second call continues where the first stopped and shared teachers train once. When the time budget is
 spent, the remaining recipes are left for the next call (and marked so): the run never stops mid-row.
-The rows of each recipe's headline claims (`claims:` with `headline: true`) run HEADLINE_SEEDS seeds, so the
-claims section (results/<recipe>/claims.md) shows their seed spread.
+The rows of each recipe's headline claims (`claims:` with `headline: true`) run HEADLINE_SEEDS seeds
+(`--headline-seeds`), so the claims section (results/<recipe>/claims.md) shows their seed spread; extra seeds
+start only within the budget.
 """
 
 from __future__ import annotations
@@ -84,19 +85,26 @@ def headline_rows(name: str) -> list[str]:
     return list(dict.fromkeys(rows))
 
 
-def run_headline_seeds(entry: dict[str, Any], opts: Any, run_recipe: Any) -> list[int]:
-    """Seeds 2 ... HEADLINE_SEEDS (after the recipe's own) of the headline rows, their teachers with them."""
+def run_headline_seeds(entry: dict[str, Any], opts: Any, run_recipe: Any, n: int = HEADLINE_SEEDS,
+                       over_budget: Any = lambda: False) -> list[int]:
+    """Seeds 2 ... n (after the recipe's own) of the headline rows, their teachers with them; none is started
+    once `over_budget()` (the next call continues: finished seeds are reused)."""
     from dataclasses import replace
 
     from bvbench.recipes import load_recipe
 
     rows = headline_rows(entry["recipe"])
     first = load_recipe(entry["recipe"], "cpu", entry["sets"]).seed
-    seeds = [first + i for i in range(1, HEADLINE_SEEDS)] if rows else []
-    for s in seeds:
+    done = []
+    for s in [first + i for i in range(1, n)] if rows else []:
+        if over_budget():
+            print(f"--- nightly: {entry['recipe']} headline seed {s} left for the next call (budget spent)",
+                  flush=True)
+            break
         print(f"--- nightly: {entry['recipe']} headline rows {', '.join(rows)}, seed {s}", flush=True)
         run_recipe(entry["recipe"], replace(opts, rows=rows, seed=s))
-    return seeds
+        done.append(s)
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated recipes (default: all, in the nightly order)")
     ap.add_argument("--report-only", action="store_true", help="rebuild tables, plots and README; train nothing")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--headline-seeds", type=int, default=HEADLINE_SEEDS,
+                    help=f"seeds of the headline claims' rows (default {HEADLINE_SEEDS}; 1: the recipe's seed only)")
     args = ap.parse_args(argv)
 
     try:
@@ -154,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                                   device=args.device, resume=True)
                 run_recipe(e["recipe"], opts)
                 e["headline_seeds"] = [load_recipe(e["recipe"], "cpu", e["sets"]).seed,
-                                       *run_headline_seeds(e, opts, run_recipe)]
+                                       *run_headline_seeds(e, opts, run_recipe, args.headline_seeds,
+                                                           lambda: time.monotonic() - t0 > budget)]
                 e["status"] = "finished"
             except InterruptedRun:
                 raise

@@ -22,6 +22,17 @@ def test_headline_rows_run_the_extra_seeds() -> None:
                and o.resume and o.profile == "cpu" for n, o in calls)
 
 
+def test_headline_seeds_stop_when_the_budget_is_spent() -> None:
+    calls: list[Any] = []
+    opts = RunOptions(profile="cpu")
+    spent = iter([False, True])
+    seeds = nightly.run_headline_seeds({"recipe": "quickstart", "sets": []}, opts, lambda n, o: calls.append(o),
+                                       5, lambda: next(spent))
+    assert seeds == [1] and [o.seed for o in calls] == [1]
+    assert nightly.run_headline_seeds({"recipe": "quickstart", "sets": []}, opts, lambda n, o: calls.append(o),
+                                      1) == []
+
+
 def test_every_recipe_has_claims_with_a_headline_whose_rows_run() -> None:
     """... and each claim agrees with the paper's own numbers where the recipe transcribes both."""
     for name in available():
