@@ -1,7 +1,8 @@
 """Loading a recipe: its YAML file, a profile and `--set` overrides, validated into a `Recipe`.
 
 Resolution order for every row (later wins):
-  recipe fields -> profile fields -> row fields -> profile `rows.<name>` fields -> `--set` overrides.
+  recipe fields -> profile fields -> row fields -> profile `models.<paper model>` (the stand-in of each paper
+  model, e.g. a small Swin for Swin-T) -> profile `rows.<name>` fields -> `--set` overrides.
 A recipe-level `--set train.epochs=3` is decisive: it also replaces a row's own `train.epochs`.
 `--set rows.<name>.<key>=V` touches one row only; list items by index (`rows.ours.stages.0.epochs=1`);
 `rows.<name>.method.<opt>=V` also reaches the stages whose method copies the row's (a YAML anchor merge).
@@ -236,7 +237,12 @@ def apply_profile(raw: dict[str, Any], profile: str, source: str) -> dict[str, A
     row_over = over.pop("rows", {}) or {}
     if not isinstance(row_over, dict):
         raise BvbenchError(f"{source}: profiles.{profile}.rows must map row names to overrides")
+    models = over.pop("models", {}) or {}
+    if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
+        raise BvbenchError(f"{source}: profiles.{profile}.models must map a model name to its model settings")
+    paper_model = (raw.get("model") or {}).get("name") or ModelConfig.model_fields["name"].default
     raw = deep_merge(raw, over)
+    _apply_models(raw, models, paper_model, f"{source}: profiles.{profile}.models")
     names = [r.get("name") for r in raw.get("rows", []) if isinstance(r, dict)]
     for name, patch in row_over.items():
         if name not in names:
@@ -244,6 +250,23 @@ def apply_profile(raw: dict[str, Any], profile: str, source: str) -> dict[str, A
         i = names.index(name)
         raw["rows"][i] = deep_merge(raw["rows"][i], patch or {})
     return raw
+
+
+def _apply_models(raw: dict[str, Any], models: dict[str, dict[str, Any]], paper_model: str, where: str) -> None:
+    """A profile's `models:` section: the settings of each paper model's stand-in (e.g. the small Swin that a
+    Swin-T row trains in the cpu profile), merged into every row that names that model in the paper."""
+    used = set()
+    for r in raw.get("rows", []):
+        if not isinstance(r, dict):
+            continue
+        own = r.get("model") if isinstance(r.get("model"), dict) else {}
+        name = own.get("name") or paper_model
+        if name in models:
+            r["model"] = deep_merge(own, models[name])
+            used.add(name)
+    unused = sorted(set(models) - used)
+    if unused:
+        raise BvbenchError(f"{where} names model {unused[0]!r} that no row uses.{suggest(unused[0], [paper_model])}")
 
 
 def format_validation_error(e: ValidationError, source: str, raw: dict[str, Any]) -> str:
