@@ -307,6 +307,21 @@ class Row(Strict):
         ]
 
 
+class Claim(Strict):
+    """An ordering the paper asserts: row `better` scores a higher top-1 than row `worse` (bvbench.report.claims
+    tests it on the two rows' paired per-image predictions)."""
+
+    better: str = Field(description="the row the paper says is more accurate")
+    worse: str = Field(description="the row it beats")
+    cites: str = Field(min_length=1, description="where the paper shows it, e.g. 'Table III'")
+    headline: bool = Field(False, description="the paper's main claim: the cpu nightly runs its rows with "
+                                              "several seeds (bvbench.nightly.HEADLINE_SEEDS)")
+
+    @property
+    def text(self) -> str:
+        return f"{self.better} > {self.worse}"
+
+
 class Recipe(Strict):
     """A paper table made runnable."""
 
@@ -320,6 +335,7 @@ class Recipe(Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     rows: list[Row] = Field(min_length=1)
+    claims: list[Claim] = Field([], description="the orderings the paper asserts, each citing its table")
     profiles: dict[str, dict[str, Any]] = {}
 
     @model_validator(mode="before")
@@ -367,10 +383,20 @@ class Recipe(Strict):
                 raise ValueError(
                     f"row {r.name!r}: paper values for {sorted(unknown)} but {r.table} has no such column"
                 )
+        self._check_claims(names)
         for p in self.profiles:
             if p not in PROFILES:
                 raise ValueError(f"unknown profile {p!r}; profiles are {', '.join(PROFILES)}")
         return self
+
+    def _check_claims(self, names: list[str]) -> None:
+        """Each claim names two different rows of this recipe."""
+        for c in self.claims:
+            for ref in (c.better, c.worse):
+                if ref not in names:
+                    raise ValueError(f"claim {c.text!r} ({c.cites}): {ref!r} is not a row.{suggest(ref, names)}")
+            if c.better == c.worse:
+                raise ValueError(f"claim {c.text!r} ({c.cites}) compares a row with itself")
 
     def row(self, name: str) -> Row:
         for r in self.rows:
