@@ -23,6 +23,7 @@ from bvbench.quant import (
     LearnableScaleBinarizer,
     RSign,
     SignAct,
+    SignScaledAttention,
     SoftmaxAwareBinarizer,
     XnorAct,
     layer_norm,
@@ -43,7 +44,7 @@ def kind_of(q: nn.Module | None) -> str | None:
         return SIGNED
     if isinstance(q, (Elastic, XnorAct)):  # also HeadElastic
         return SIGNED if q.signed else MASK
-    if isinstance(q, (BiBERTAttention, GSBBaseline, SoftmaxAwareBinarizer)):
+    if isinstance(q, (BiBERTAttention, GSBBaseline, SoftmaxAwareBinarizer, SignScaledAttention)):  # last: A >= 0, all +1
         return MASK
     if isinstance(q, AbsMax) and q.bits <= 8:
         return INT8
@@ -78,8 +79,8 @@ def _rows(t: Tensor, x: Tensor) -> Tensor:
 
 def binarize(q: nn.Module, x: Tensor, kind: str) -> Bits:
     """The bits and magnitudes of ``q(x)`` (SIGNED or MASK `kind`), eval mode."""
-    if isinstance(q, SignAct):  # sign(x), sign(0) = +1 (BiViT Eq. 1-2 with GSB Eq. 4's zero rule)
-        return Bits(x, 0.0, False, None)
+    if isinstance(q, SignAct):  # sign(x): sign(0) = +1 (GSB Eq. 4) or -1 (BiViT Eq. 1, strict)
+        return Bits(x, 0.0, not q.zero_to_positive, None)
     if isinstance(q, RSign):
         return Bits(x - q.threshold.detach(), 0.0, False, None)
     if isinstance(q, Elastic):  # GSB Eq. 4 alpha sign(x - b) / GSB Eq. 3 alpha 1[x - b > alpha / 2]

@@ -153,7 +153,8 @@ def _attention_sides(quant: nn.Module, a: Tensor) -> list[_Side]:
     a_ret = quant.retarget(a)  # type: ignore[operator]
     alpha = quant.alpha.detach().clamp_min(SCALE_MIN)
     rowmax = a_ret.amax(dim=-1)
-    sides = [_Side(pack_signs(a_ret, threshold=float(0.5 * alpha[0]), strict=True), None, alpha[0])]
+    t0 = 0.5 * rowmax if quant.a_bin == "mask" else float(0.5 * alpha[0])  # GSB Table VIII / GSB Eq. 11
+    sides = [_Side(pack_signs(a_ret, threshold=t0, strict=True), None, alpha[0])]
     for i, c in enumerate(quant.coeffs, start=1):  # type: ignore[arg-type]
         sides.append(_Side(pack_signs(a_ret, threshold=c * rowmax, strict=True), None, alpha[i]))
     return sides
