@@ -153,9 +153,9 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def pause_for_tests(point: str) -> None:
-    """Tests only: with BVBENCH_TEST_PAUSE_AT=<point> the process stops itself (SIGSTOP) at that point, so a
-    test can signal it at an exact moment."""
-    if os.environ.get("BVBENCH_TEST_PAUSE_AT") == point:
+    """Tests only: with BVBENCH_TEST_PAUSE_AT=<point>[,<point>...] the process stops itself (SIGSTOP) at those
+    points, so a test can signal it at an exact moment."""
+    if point in os.environ.get("BVBENCH_TEST_PAUSE_AT", "").split(","):
         import signal
 
         os.kill(os.getpid(), signal.SIGSTOP)

@@ -100,6 +100,9 @@ class Runner:
         except RunBusy as e:  # another process trains this row into the same folder: leave it alone
             self.say(f"[yellow]- {row.name}: skipped: {e}[/]")
             return None
+        except BaseException:  # a refused checkpoint, a signal while claiming: leave no lock file behind
+            self.plan.release_all()
+            raise
         try:
             self.dist.barrier()  # every rank decided on the same folder before rank 0 creates it
             if rd.done:

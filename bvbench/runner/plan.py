@@ -99,11 +99,7 @@ class RunPlan:
             return RunDir(base), None
         if rd.path.exists() and rd.checkpoint_path.exists():
             if self.opts.resume:
-                try:
-                    return rd, self.resume_state(row, rd)
-                except BaseException:  # a refused checkpoint: leave no lock file behind
-                    self.release(base)
-                    raise
+                return rd, self.resume_state(row, rd)
             n = 2
             while (base.parent / f"{rid}-r{n}").exists() or lock_path(base.parent / f"{rid}-r{n}").exists():
                 n += 1

@@ -34,6 +34,7 @@ from bvbench.results import (
     find_identical_run,
     link_or_copy,
     now,
+    pause_for_tests,
 )
 from bvbench.runner.lock import RunBusy
 from bvbench.runner.plan import RunPlan
@@ -194,6 +195,7 @@ class RowTrainer:
             if env_path.exists():
                 env["start_time"] = json.loads(env_path.read_text()).get("start_time", env["start_time"])
             atomic_write_json(env_path, env)
+        pause_for_tests("setup")  # data and model built, nothing trained yet
         self.dist.barrier()
         t0 = time.perf_counter()
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
