@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
+import threading
+from collections.abc import Iterator
 
 _WORKER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
 
@@ -56,3 +59,23 @@ class Stopped(BaseException):  # noqa: N818 - a signal, not an error
         super().__init__(signum, where)
         self.signum, self.where = int(signum), where
         self.exit_code = 128 + self.signum
+
+
+def _stop_now(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def signals_stop() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `Stopped` in the main thread while the block runs (a run installs its own)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, _stop_now)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
