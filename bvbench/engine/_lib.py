@@ -21,7 +21,7 @@ __all__ = [
     "supported_paths",
 ]  # fmt: skip
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 NR = 16  # rows per panel of a B operand (BV_NR)
 PATHS = ("portable", "avx2", "avx512")  # index = the C path id, slowest first
 ENV = "BVBENCH_KERNEL"
@@ -82,6 +82,9 @@ def lib() -> ctypes.CDLL:
         "bv_pack_u8": [ctypes.c_int, ctypes.POINTER(PackArgs), ctypes.c_int],
     }.items():
         getattr(so, name).argtypes, getattr(so, name).restype = args, ctypes.c_int
+    so.bv_pack_gemm.argtypes = [ctypes.c_int, ctypes.POINTER(PackArgs), ctypes.POINTER(GemmArgs), ctypes.c_int,
+                                ctypes.c_int]
+    so.bv_pack_gemm.restype = ctypes.c_int
     so.bv_panelize.argtypes = [_ptr, _i64, _i64, _i64, _ptr]
     so.bv_row_popcount.argtypes = [_ptr, _i64, _i64, _i64, _ptr]
     so.bv_panelize.restype = so.bv_row_popcount.restype = None
@@ -108,9 +111,17 @@ def kernel_path() -> str:
     return forced
 
 
+_PATH_IDS: dict[str, int] = {}
+
+
 def path_id(path: str | None = None) -> int:
-    """C id of `path` (default: `kernel_path()`)."""
-    return PATHS.index(path or kernel_path())
+    """C id of `path` (default: `kernel_path()`), cached per `path` / `BVBENCH_KERNEL` value: every kernel call
+    asks, and a layer makes several."""
+    key = path or "env:" + os.environ.get(ENV, "")
+    found = _PATH_IDS.get(key)
+    if found is None:
+        found = _PATH_IDS[key] = PATHS.index(path or kernel_path())
+    return found
 
 
 @cache

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "bvkernels.h"
 
@@ -189,6 +190,43 @@ BV_API void bv_row_popcount(const uint64_t *a, int64_t rows, int64_t words, int6
         for (int64_t w = 0; w < words; w++) cnt += __builtin_popcountll(a[r * lda + w]);
         out[r] = cnt;
     }
+}
+
+/* ------------------------------------------------------------------------------------------ fused */
+
+/* One call per binarized layer: pack A's float rows (pa, rows = g->batch * g->m) into scratch words, count
+ * their set bits as row_sub when `sub_popcount` ({0,1} x {+-1}: 2 popcount(m & v) - popcount(m)), then run
+ * the GEMM g on them (g->a, lda, stride_a and row_sub are filled here). -1: path unsupported, -2: no memory. */
+BV_API int bv_pack_gemm(int path, const bv_pack_args *pa, const bv_gemm_args *g, int sub_popcount, int threads) {
+    const bv_path *kernels = bv_get_path(path);
+    if (kernels == NULL) return -1;
+    if (pa->rows != g->batch * g->m || pa->words != g->words) return -3;
+    size_t bytes = (size_t)(pa->rows * pa->words) * sizeof(uint64_t) + 64;
+    uint64_t *buf = malloc(bytes);
+    int32_t *sub = sub_popcount ? malloc((size_t)pa->rows * sizeof(int32_t) + 4) : NULL;
+    if (buf == NULL || (sub_popcount && sub == NULL)) {
+        free(buf);
+        free(sub);
+        return -2;
+    }
+    bv_pack_args p = *pa;
+    p.out = buf;
+    p.ldo = pa->words;
+    p.panel = 0;
+    bv_pack_run(&p, kernels->pack_f32, threads);
+    bv_gemm_args a = *g;
+    a.a = buf;
+    a.lda = pa->words;
+    a.stride_a = g->m * pa->words;
+    if (sub != NULL) {
+        bv_row_popcount(buf, pa->rows, pa->words, pa->words, sub);
+        a.row_sub = sub;
+        a.stride_row_sub = g->m;
+    }
+    int rc = bv_gemm(path, &a, threads);
+    free(buf);
+    free(sub);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------------------------ portable */

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #define BV_API __attribute__((visibility("default")))
-#define BV_ABI_VERSION 1
+#define BV_ABI_VERSION 2
 #define BV_NR 16
 
 enum { BV_PORTABLE = 0, BV_AVX2 = 1, BV_AVX512 = 2 };
@@ -93,6 +93,7 @@ BV_API int bv_gemm(int path, const bv_gemm_args *g, int threads);
 BV_API int bv_pack_f32(int path, const bv_pack_args *pa, int threads);
 BV_API int bv_pack_u8(int path, const bv_pack_args *pa, int threads);
 BV_API void bv_panelize(const uint64_t *src, int64_t n, int64_t words, int64_t lds, uint64_t *dst);
+BV_API int bv_pack_gemm(int path, const bv_pack_args *pa, const bv_gemm_args *g, int sub_popcount, int threads);
 BV_API void bv_row_popcount(const uint64_t *a, int64_t rows, int64_t words, int64_t lda, int32_t *out);
 
 #endif
