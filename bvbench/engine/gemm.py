@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 from torch import Tensor
 
-from bvbench.engine._lib import GemmArgs, PackArgs, lib, path_id
+from bvbench.engine._lib import GemmArgs, PackArgs, encode, lib, path_id
 from bvbench.engine.kernels import OP_AND, OP_XOR, Panels, row_popcount, to_panels, words_for
 
 __all__ = ["binary_matmul", "mask_matmul", "pack_matmul"]
@@ -67,7 +65,7 @@ def _output(out: Tensor | None, shape: tuple[int, ...], view: tuple[int, int, in
 
 def _args(batch: int, m: int, b: Panels, op: int, base: int, mul: int, *, row_scale: Tensor | None = None,
           col_scale: Tensor | None = None, batch_scale: Tensor | None = None, bias: Tensor | None = None,
-          out: Tensor | None = None, accumulate: bool = False, lead: tuple[int, ...]) -> tuple[GemmArgs, Tensor, list]:
+          out: Tensor | None = None, accumulate: bool = False, lead: tuple[int, ...]) -> tuple[dict, Tensor, list]:
     """The C arguments of one GEMM (A's pointer still unset), its output, and the tensors they point into."""
     floats = any(v is not None for v in (row_scale, col_scale, batch_scale, bias)) or (
         out is not None and out.dtype == torch.float32
@@ -78,16 +76,12 @@ def _args(batch: int, m: int, b: Panels, op: int, base: int, mul: int, *, row_sc
     bs, _ = _vec(batch_scale, 1, batch, "batch_scale")
     bias_t, _ = _vec(bias, 1, b.n, "bias")
     bw = b.words if b.words.is_contiguous() else b.words.contiguous()
-    g = GemmArgs(
+    g = dict(
         batch=batch, m=m, n=b.n, words=bw.shape[2], b=bw.data_ptr(), stride_b=bw[0].numel() if b.batch > 1 else 0,
         op=op, base=base, mul=mul, accumulate=int(accumulate), ldc=o3.stride(1), stride_c=o3.stride(0),
         row_scale=_ptr(rs), stride_row_scale=rs_stride, col_scale=_ptr(cs), stride_col_scale=cs_stride,
-        batch_scale=_ptr(bs), bias=_ptr(bias_t),
+        batch_scale=_ptr(bs), bias=_ptr(bias_t), **{"out_f32" if floats else "out_i32": o3.data_ptr()},
     )  # fmt: skip
-    if floats:
-        g.out_f32 = o3.data_ptr()
-    else:
-        g.out_i32 = o3.data_ptr()
     return g, out, [bw, rs, cs, bs, bias_t]
 
 
@@ -100,11 +94,11 @@ def _gemm(a: Tensor, b: Panels, op: int, base: int, mul: int, row_sub: Tensor | 
     a3, lead = _operand_a(a, b)
     batch, m, w = a3.shape
     g, out, keep = _args(batch, m, b, op, base, mul, lead=lead, **epilogue)  # type: ignore[arg-type]
-    g.a, g.lda, g.stride_a = a3.data_ptr(), a3.stride(1), a3.stride(0)
+    g.update(a=a3.data_ptr(), lda=a3.stride(1), stride_a=a3.stride(0))
     sub = None if row_sub is None else row_sub.reshape(-1).to(torch.int32).contiguous()
     if sub is not None:
-        g.row_sub, g.stride_row_sub = sub.data_ptr(), m
-    if lib().bv_gemm(path_id(path), ctypes.byref(g), _threads(threads)) != 0:
+        g.update(row_sub=sub.data_ptr(), stride_row_sub=m)
+    if lib().bv_gemm(path_id(path), encode(GemmArgs, g), _threads(threads)) != 0:
         raise RuntimeError(f"kernel path {path!r} is not supported by this CPU")
     del keep, sub
     return out
@@ -157,9 +151,9 @@ def pack_matmul(x: Tensor, b: Panels, *, mode: str = "binary", threshold: float 
         raise ValueError(f"threshold has {thresh.numel()} values for {batch * m} rows")
     if x3.stride(0) != m * x3.stride(1):  # rows must be evenly strided across batches
         x3 = x3.contiguous()
-    pa = PackArgs(rows=batch * m, k=k, words=words_for(k), x=x3.data_ptr(), ldx=x3.stride(1),
-                  thresh=_ptr(thresh), thresh0=0.0 if thresh is not None else float(threshold), strict=int(strict))
-    rc = lib().bv_pack_gemm(path_id(path), ctypes.byref(pa), ctypes.byref(g), int(sub), _threads(threads))
+    pa = dict(rows=batch * m, k=k, words=words_for(k), x=x3.data_ptr(), ldx=x3.stride(1), thresh=_ptr(thresh),
+              thresh0=0.0 if thresh is not None else float(threshold), strict=int(strict))  # type: ignore[arg-type]
+    rc = lib().bv_pack_gemm(path_id(path), encode(PackArgs, pa), encode(GemmArgs, g), int(sub), _threads(threads))
     if rc != 0:
         raise RuntimeError(f"pack_matmul failed ({rc}): kernel path {path!r} unsupported or out of memory")
     del keep, thresh
