@@ -22,7 +22,7 @@ __all__ = [
     "supported_paths",
 ]  # fmt: skip
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 NR = 16  # rows per panel of a B operand (BV_NR)
 PATHS = ("portable", "avx2", "avx512")  # index = the C path id, slowest first
 ENV = "BVBENCH_KERNEL"
@@ -99,6 +99,10 @@ def lib() -> ctypes.CDLL:
         "bv_pack_gemm": [ctypes.c_int, _buf, _buf, ctypes.c_int, ctypes.c_int],
     }.items():
         getattr(so, name).argtypes, getattr(so, name).restype = args, ctypes.c_int
+    so.bv_absmax_i8.argtypes = [ctypes.c_int, _ptr, _i64, _i64, _i64, ctypes.c_int, _f32, _f32, _ptr, _ptr]
+    so.bv_absmax_i8.restype = ctypes.c_int
+    so.bv_i8_epilogue.argtypes = [_ptr, _i64, _i64, _i32, _ptr, _ptr, _i64, _ptr, _ptr, _i64, _ptr, _ptr]
+    so.bv_i8_epilogue.restype = None
     so.bv_panelize.argtypes = [_ptr, _i64, _i64, _i64, _ptr]
     so.bv_row_popcount.argtypes = [_ptr, _i64, _i64, _i64, _ptr]
     so.bv_panelize.restype = so.bv_row_popcount.restype = None

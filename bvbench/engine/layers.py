@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from bvbench.engine import acts
 from bvbench.engine.gemm import mask_matmul, pack_matmul
-from bvbench.engine.int8 import int8_matmul
+from bvbench.engine.int8 import int8_epilogue, int8_matmul
 from bvbench.engine.kernels import Panels, pack_bool_panels, pack_panels, pack_signs
 from bvbench.errors import BvbenchError
 from bvbench.quant import SCALE_MIN, QAttention, QLinear, layer_norm
@@ -73,12 +73,8 @@ class PackedLinear(nn.Module):
         """y = s_w ((codes + shift) . w) step + s_w eta sum(w) + b, the integer part exact."""
         c = acts.int8_codes(self.act, x)  # type: ignore[arg-type]
         r = int8_matmul(c.codes, self.w8)
-        if c.shift:
-            r = r + c.shift * self.w_sum
-        y = r.float() * c.step * self.col_scale
-        if c.eta is not None:
-            y = y + c.eta * (self.col_scale * self.w_sum)
-        return y + self.bias if self.bias is not None else y
+        return int8_epilogue(r, shift=c.shift, w_sum=self.w_sum, step=c.step, col_scale=self.col_scale, eta=c.eta,
+                             bias=self.bias)
 
 
 @dataclass
@@ -137,7 +133,8 @@ class PackedAttention(nn.Module):
             return pack_matmul(b.source, sv.packed, mode="mask" if sv.signed else "mask01",  # type: ignore[arg-type]
                                threshold=b.threshold, strict=b.strict, col_scale=sv.scale,
                                row_scale=None if b.scale is None else b.scale.reshape(-1),
-                               batch_scale=torch.full((q.shape[0] * q.shape[1],), float(sv.coef)))
+                               batch_scale=None if sv.coef == 1.0 else torch.full((q.shape[0] * q.shape[1],),
+                                                                                  float(sv.coef)))
         a_sides = _attention_sides(self.attn_quant, a)  # type: ignore[arg-type]
         out = torch.zeros(v.shape, dtype=torch.float32)
         bh = q.shape[0] * q.shape[1]
