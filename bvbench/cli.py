@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 import threading
@@ -541,6 +542,10 @@ def _usage_error(e: Exception) -> int | None:
 
     if isinstance(e, click.exceptions.Abort | typer.exceptions.Abort):
         return 130
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # a write outside the atomic helpers
+        err.print(f"[red]error:[/] no space left on the device{escape(f' writing {e.filename}' if e.filename else '')}; "
+                  "files written before are kept")
+        return 2
     if isinstance(e, click.exceptions.Exit | typer.exceptions.Exit):
         return int(getattr(e, "exit_code", 0) or 0)
     if isinstance(e, click.exceptions.ClickException | typer.exceptions.TyperException) and hasattr(e, "show"):

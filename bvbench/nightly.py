@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bvbench.errors import BvbenchError, DataMissingError, InterruptedRun
+from bvbench.errors import BvbenchError, DataMissingError, InterruptedRun, Stopped, signal_name, signals_stop
 
 # The order in which recipes run: what issue #4 commits first, then the recipes that reuse their runs.
 ORDER = ["quickstart", "bitnet-vit-cifar10", "bitvit-cifar10", "gsb-cifar100", "bitnet-vit-cifar100",
@@ -108,6 +108,18 @@ def run_headline_seeds(entry: dict[str, Any], opts: Any, run_recipe: Any, n: int
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit code 0 (all finished), 1 (a recipe failed or was left), 2 (a user error), 128 + signal (130 Ctrl-C,
+    143 SIGTERM), as `bvbench run`."""
+    with signals_stop():
+        try:
+            return _main(argv)
+        except Stopped as e:
+            print(f"interrupted by {signal_name(e.signum)}" + (f" and {e.where}" if e.where else ""),
+                  file=sys.stderr)
+            return e.exit_code
+
+
+def _main(argv: list[str] | None) -> int:
     from bvbench.data import data_root
     from bvbench.recipes import available, load_recipe
     from bvbench.report.claims import build_claims, write_claims
@@ -189,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.report_only or all(e["status"] in ("finished", "skipped") for e in entries) else 1
     except InterruptedRun as e:
         print(f"interrupted: {e}", file=sys.stderr)
-        return 130
+        return e.exit_code
     except BvbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code if hasattr(e, "exit_code") else 2

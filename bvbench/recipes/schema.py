@@ -275,6 +275,7 @@ class Row(Strict):
         """A row that runs names registered methods with valid options (pending/reference rows may not)."""
         if self.status != "run":
             return self
+        self._check_shapes()
         specs = [("method", self.method)] + [(f"stages[{s.name}].method", s.method) for s in self.stages if s.method]
         for where, spec in specs:
             try:
@@ -282,6 +283,17 @@ class Row(Strict):
             except BvbenchError as e:
                 raise ValueError(f"{where}: {e}") from None
         return self
+
+    def _check_shapes(self) -> None:
+        """Head count and image sizes that cannot build or feed the model, caught before anything is built."""
+        m, d = self.model, self.data
+        if m.embed_dim is not None and m.num_heads is not None and m.embed_dim % m.num_heads:
+            raise ValueError(f"model.num_heads {m.num_heads} does not divide model.embed_dim {m.embed_dim}")
+        if m.img_size is not None and d.img_size is not None and m.img_size != d.img_size:
+            raise ValueError(f"model.img_size {m.img_size} differs from data.img_size {d.img_size}; "
+                             "set both to the same size")
+        if m.img_size is not None and m.patch_size is not None and m.img_size % m.patch_size:
+            raise ValueError(f"model.patch_size {m.patch_size} does not divide model.img_size {m.img_size}")
 
     _resolved: tuple[tuple[Any, ...], list[StageConfig]] | None = PrivateAttr(None)
 

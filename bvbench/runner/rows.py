@@ -23,7 +23,7 @@ from bvbench.evaluate.metrics import classification_metrics, plot_confusion, pre
 from bvbench.evaluate.predictions import FILENAME as PREDICTIONS
 from bvbench.evaluate.predictions import Predictions, from_logits, split_indices, write_predictions
 from bvbench.evaluate.profile import complexity_metrics, fp_macs
-from bvbench.models import build_model
+from bvbench.models import build_model, check_input_size
 from bvbench.recipes.schema import Row
 from bvbench.results import (
     Metrics,
@@ -34,6 +34,7 @@ from bvbench.results import (
     find_identical_run,
     link_or_copy,
     now,
+    pause_for_tests,
 )
 from bvbench.runner.lock import RunBusy
 from bvbench.runner.plan import RunPlan
@@ -181,6 +182,7 @@ class RowTrainer:
                  f"device {self.device}" + (f", {self.dist.world} processes" if self.dist.world > 1 else "")
                  + (", resuming" if ckpt else ""))
         model, teacher = self.build(row, info.num_classes)
+        check_input_size(model, row.data.img_size or info.img_size, f"row {row.name!r}")
         env_path = rd.path / "env.json"
         env = environment(self.device, self.seed)
         if self.dist.main:
@@ -193,6 +195,7 @@ class RowTrainer:
             if env_path.exists():
                 env["start_time"] = json.loads(env_path.read_text()).get("start_time", env["start_time"])
             atomic_write_json(env_path, env)
+        pause_for_tests("setup")  # data and model built, nothing trained yet
         self.dist.barrier()
         t0 = time.perf_counter()
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -211,7 +214,7 @@ class RowTrainer:
             kept = ("its last checkpoint (before the divergence) is kept" if rd.checkpoint_path.exists()
                     else "nothing was saved before it")
             raise Diverged(f"{e}; {kept} in {rd.path}") from None
-        train_time = time.perf_counter() - t0
+        train_time = time.perf_counter() - t0 + trainer.time_before  # the earlier parts of a resumed run too
         # the last epoch already evaluated this model on this test set: reuse it (bit-identical)
         logits, targets = trainer.final_eval or predict(model, test_loader, self.device)
         metrics, cm = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
