@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
+import threading
+from collections.abc import Iterator
 
 _WORKER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
 
 
 class BvbenchError(Exception):
-    """A user-facing error (bad recipe, unknown name, missing data, corrupt checkpoint...)."""
+    """A user-facing error (bad recipe, unknown name, missing data, corrupt checkpoint...). Raised in a DataLoader
+    worker, it arrives in the main process as the same type with the worker's traceback as its message: that is
+    reduced to the original one line again."""
 
     exit_code = 2
 
@@ -24,6 +29,10 @@ class BvbenchError(Exception):
 
 class DataMissingError(BvbenchError):
     """A data set is not where bvbench looks for it; the message says what to do."""
+
+
+class CorruptDataError(BvbenchError):
+    """An image (or other data file) that cannot be decoded; the message names the file."""
 
 
 def signal_name(signum: int) -> str:
@@ -50,3 +59,23 @@ class Stopped(BaseException):  # noqa: N818 - a signal, not an error
         super().__init__(signum, where)
         self.signum, self.where = int(signum), where
         self.exit_code = 128 + self.signum
+
+
+def _stop_now(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def signals_stop() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `Stopped` in the main thread while the block runs (a run installs its own)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, _stop_now)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -13,6 +13,7 @@ from bvbench.results import config_hash
 # (any other value does). A changed default of an older field still changes every id that depends on it.
 ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("eval", "count_first_last"): "as_run",
+    ("distill", "rank_norm"): "fro",
     ("model", "kwargs"): {},
 }
 
@@ -30,7 +31,7 @@ def row_identity(recipe: Recipe, row: Row, seed: int) -> dict[str, Any]:
         if isinstance(node, dict) and node.get(key, neutral) == neutral:
             node.pop(key, None)
     ident.get("train", {}).pop("checkpoint_every", None)  # when to save changes no result
-    ident.update({"profile": recipe.profile, "seed": seed, "methods_version": methods_version()})
+    ident.update({"profile": recipe.profile, "seed": seed, "methods_version": methods_version(row)})
     if row.train.augment.random:
         # Random per-image augmentation is drawn from (seed, epoch, sample index) since exact mid-epoch resume
         # (issue 12.5); earlier runs drew it from each worker's stream and are other runs. Rows without random

@@ -14,6 +14,7 @@ import torch
 
 from bvbench import methods
 from bvbench.errors import BvbenchError
+from bvbench.models import safe_load
 from bvbench.recipes.schema import Recipe, Row
 from bvbench.results import (
     RunDir,
@@ -166,12 +167,8 @@ class RunPlan:
 
 
 def load_checkpoint_file(path: Path) -> Any:
-    """torch.load(weights_only=True) with one error message for a truncated or foreign file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or foreign file
-        raise BvbenchError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(e).__name__}); "
-                           "delete it to start the run again") from None
+    """torch.load(weights_only=True) with one error message for a truncated, foreign or pickling file."""
+    return safe_load(path, "; delete it to start the run again")
 
 
 def is_training_checkpoint(ckpt: Any) -> bool:
