@@ -38,7 +38,7 @@ def wide(monkeypatch) -> None:
     """The CLI's console as wide as a big terminal, so that table cells are not wrapped."""
     from bvbench import cli as cli_module
 
-    monkeypatch.setattr(cli_module.console, "width", 250)
+    monkeypatch.setattr(cli_module.console, "_width", 250)  # restored as it was (None: follow $COLUMNS)
 
 
 def test_version_is_the_package_version(cli) -> None:
