@@ -163,7 +163,8 @@ def run(
                                                       "before it and the row resumes)")] = 24.0,
     steal_stale: Annotated[bool, typer.Option(help="take over run folders whose lock is stale (no heartbeat for "
                                                    "10 minutes)")] = False,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default $BVBENCH_THREADS or usable cores)")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU intra-op threads (default $BVBENCH_THREADS, else usable "
+                                                     "cores minus the row's loader workers); part of a CPU run's id")] = None,
 ) -> None:
     """Train and evaluate each row of a recipe; finished runs are reused, never overwritten.
 
@@ -187,7 +188,7 @@ def run(
                            "recipe's seed and the next N-1")
     opts = RunOptions(profile=profile, rows=rows.split(",") if rows else None, sets=set_ or [], data_dir=data_dir,
                       download=download, out=out, seed=seed, device=device, resume=resume,
-                      steal_stale=steal_stale)
+                      steal_stale=steal_stale, threads=threads)
     failures: list[RowsFailed] = []
     if launcher != "none":
         _launch(recipe, opts, launcher, partition, gpus_per_node, nodes, time)

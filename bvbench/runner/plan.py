@@ -24,7 +24,7 @@ from bvbench.results import (
     safe_child,
 )
 from bvbench.runner.distributed import DistContext
-from bvbench.runner.identity import run_id
+from bvbench.runner.identity import RunContext, identity_record, run_id
 from bvbench.runner.lock import Holder, RunBusy, RunLock, clean_orphans, lock_path
 
 
@@ -40,17 +40,25 @@ class RunOptions:
     device: str = "auto"
     resume: bool = False
     steal_stale: bool = False
+    threads: int | None = None  # --threads (None: $BVBENCH_THREADS or the machine default per row)
+    restart: bool = False
 
 
 class RunPlan:
     """The rows of one recipe to run and their run folders (the same decision on every rank)."""
 
     def __init__(self, recipe: Recipe, opts: RunOptions, dist: DistContext, root: Path,
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], device: torch.device | None = None) -> None:
         self.recipe, self.opts, self.dist, self.root, self.say = recipe, opts, dist, root, say
         self.seed = recipe.seed if opts.seed is None else opts.seed
         self.results = Path(opts.out)
         self.locks: dict[Path, RunLock] = {}
+        self.ctx = RunContext(device=(device or torch.device("cpu")).type, world=dist.world, threads=opts.threads,
+                              root=root, download=opts.download)
+
+    def run_id(self, row: Row) -> str:
+        """The row's run id in this plan's context (device, processes, threads, data copy)."""
+        return run_id(self.recipe, row, self.seed, self.ctx)
 
     def rows_to_run(self) -> list[Row]:
         names = self.opts.rows or [r.name for r in self.recipe.rows]
@@ -65,20 +73,20 @@ class RunPlan:
         return rows
 
     def finished_run(self, row: Row) -> RunDir | None:
-        rid = run_id(self.recipe, row, self.seed)
+        rid = self.run_id(row)
         rd = RunDir(safe_child(self.results, self.recipe.name, row.name, rid))
         return rd if rd.done else None
 
     def busy(self, row: Row) -> str | None:
         """Who holds the lock of the row's run folder, when a live process does."""
-        base = safe_child(self.results, self.recipe.name, row.name, run_id(self.recipe, row, self.seed))
+        base = safe_child(self.results, self.recipe.name, row.name, self.run_id(row))
         holder = Holder.read(lock_path(base))
         return holder.describe() if holder is not None and not holder.gone() else None
 
     def run_dir_for(self, row: Row) -> tuple[RunDir, dict[str, Any] | None]:
         """The row's run folder and the checkpoint to resume from. Unless the run is finished, the folder is
         claimed (`claim`; RunBusy when another process holds it) until `release`."""
-        rid = run_id(self.recipe, row, self.seed)
+        rid = self.run_id(row)
         base = safe_child(self.results, self.recipe.name, row.name, rid)
         rd = RunDir(base)
         if rd.done:
@@ -162,7 +170,8 @@ class RunPlan:
 
     def run_config(self, row: Row, rid: str) -> dict[str, Any]:
         return {"recipe": self.recipe.name, "profile": self.recipe.profile, "seed": self.seed, "run_id": rid,
-                "data_dir": str(self.root), "row": row.model_dump(mode="json")}
+                "data_dir": str(self.root), "row": row.model_dump(mode="json"),
+                "identity": identity_record(self.recipe, row, self.seed, self.ctx)}
 
 
 def load_checkpoint_file(path: Path) -> Any:

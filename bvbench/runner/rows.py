@@ -8,6 +8,7 @@ import shutil
 import time
 from typing import Any
 
+import torch
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -178,9 +179,10 @@ class RowTrainer:
                  f"profile {self.recipe.profile}, {len(train_set)} train / {len(test_loader.dataset)} test, "
                  f"device {self.device}" + (f", {self.dist.world} processes" if self.dist.world > 1 else "")
                  + (", resuming" if ckpt else ""))
+        torch.set_num_threads(self.plan.ctx.threads_for(row))  # the count in its run id (CPU)
         model, teacher = self.build(row, info.num_classes)
         env_path = rd.path / "env.json"
-        env = environment(self.device, self.seed)
+        env = environment(self.device, self.seed, row.data.num_workers)
         if self.dist.main:
             try:
                 rd.path.mkdir(parents=True, exist_ok=True)
