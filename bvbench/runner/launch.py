@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -19,7 +20,7 @@ from typing import Any
 
 import submitit
 
-from bvbench.errors import BvbenchError
+from bvbench.errors import BvbenchError, InterruptedRun
 from bvbench.recipes import Recipe, Row, load_recipe
 from bvbench.results import RunDir, config_hash, find_runs
 from bvbench.runner.plan import RunOptions
@@ -86,7 +87,15 @@ class RowJob(submitit.helpers.Checkpointable):
         _distributed_env()
         # The job's own unfinished run (an earlier attempt, preempted or timed out) is continued.
         opts = replace(self.opts, rows=[self.row], resume=True)
-        _, done = run_recipe(self.recipe, opts)
+        try:
+            _, done = run_recipe(self.recipe, opts)
+        except InterruptedRun as e:
+            if e.signum != signal.SIGUSR1:
+                raise
+            # The trainer saved a checkpoint at the step the signal arrived; submitit's own handler (restored
+            # when the run ended) requeues the job, whose next attempt continues the run.
+            os.kill(os.getpid(), signal.SIGUSR1)
+            raise
         mine = [rd for rd in done if rd.path.parent.name == self.row]
         if not mine:
             raise RuntimeError(f"row {self.row!r} did not finish")

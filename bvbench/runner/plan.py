@@ -38,10 +38,10 @@ class RunOptions:
     out: str = "results"
     seed: int | None = None
     device: str = "auto"
-    resume: bool = False
+    resume: bool = False  # kept for old scripts: an unfinished run is always continued (unless `restart`)
     steal_stale: bool = False
     threads: int | None = None  # --threads (None: $BVBENCH_THREADS or the machine default per row)
-    restart: bool = False
+    restart: bool = False  # --restart: discard an unfinished run (moved aside) and train the row afresh
 
 
 class RunPlan:
@@ -90,6 +90,8 @@ class RunPlan:
         base = safe_child(self.results, self.recipe.name, row.name, rid)
         rd = RunDir(base)
         if rd.done:
+            if self.opts.restart:
+                self.say(f"[dim]  {row.name}: finished, kept (--restart discards only unfinished runs)[/]")
             return rd, None
         self.claim(row, base)
         if rd.done:  # finished by the process whose lock we waited behind
@@ -104,18 +106,24 @@ class RunPlan:
             self.dist.barrier()
             self.release(base)
             return RunDir(base), None
-        if rd.path.exists() and rd.checkpoint_path.exists():
-            if self.opts.resume:
-                return rd, self.resume_state(row, rd)
-            n = 2
-            while (base.parent / f"{rid}-r{n}").exists() or lock_path(base.parent / f"{rid}-r{n}").exists():
-                n += 1
-            self.say(f"[yellow]  {row.name}: an unfinished run exists in {rd.path} (pass --resume to continue "
-                          f"it); starting a fresh one in {rid}-r{n}[/]")
-            rd = RunDir(base.parent / f"{rid}-r{n}")
-            self.claim(row, rd.path)
-            self.release(base)
+        if rd.path.exists() and self.opts.restart:
+            self.discard(row, rd)
+        elif rd.checkpoint_path.exists():
+            ckpt = self.resume_state(row, rd)
+            if ckpt is not None:
+                self.say(f"[yellow]  {row.name}: continuing its unfinished run in {rd.path} (--restart discards "
+                         f"it)[/]")
+            return rd, ckpt
         return rd, None
+
+    def discard(self, row: Row, rd: RunDir) -> None:
+        """`--restart`: move an unfinished run folder aside (into `.discarded/` beside it, never deleted)."""
+        if self.dist.main:
+            aside = rd.path.parent / ".discarded" / f"{rd.path.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            rd.path.rename(aside)
+            self.say(f"[yellow]  {row.name}: --restart: its unfinished run was moved to {aside}; starting afresh[/]")
+        self.dist.barrier()
 
     def claim(self, row: Row, path: Path) -> None:
         """Lock the run folder `path` for this process (rank 0 decides for all ranks) and remove the temporary

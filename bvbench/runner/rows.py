@@ -161,7 +161,7 @@ class RowTrainer:
             raise InterruptedRun(self.stopped_message(row, rd, e), e.signum) from None
 
     def resume_hint(self) -> str:
-        return f"continue with: bvbench run {self.recipe.name} --resume (same options)"
+        return f"the same command continues it (bvbench run {self.recipe.name}, same options)"
 
     def stopped_message(self, row: Row, rd: RunDir, e: Stopped) -> str:
         """What a signal that stopped a row at once left behind, in one line."""
