@@ -57,15 +57,17 @@ def list_cmd(
         t.add_column("tables", max_width=12)
         t.add_column("data set", no_wrap=True)
         t.add_column("rows (run)", no_wrap=True)
+        t.add_column("not supported")
         for name in recipes.available():
             try:
                 r = recipes.load_recipe(name)
             except BvbenchError as e:
-                t.add_row(name, f"[red]invalid: {str(e).splitlines()[0]}[/]", "", "", "")
+                t.add_row(name, f"[red]invalid: {str(e).splitlines()[0]}[/]", "", "", "", "")
                 continue
             run = sum(x.status == "run" for x in r.rows)
             t.add_row(name, r.paper.short, ", ".join(x.name.removeprefix("Table ") for x in r.paper.tables),
-                      r.data.name, f"{len(r.rows)} ({run})")
+                      r.data.name, f"{len(r.rows)} ({run})",
+                      "; ".join(f"{x.table}: {x.reason}" for x in r.paper.not_supported))
     elif kind is Kind.datasets:
         from bvbench.data import DATASETS, dataset_info
 
@@ -282,6 +284,7 @@ def table(
     """Comparison tables: the paper's numbers next to ours (also written to results/<recipe>/table.*)."""
     from bvbench.recipes import available, load_recipe
     from bvbench.report import table as tb
+    from bvbench.report.claims import build_claims, claims_markdown, claims_rich, write_claims
 
     if format_ not in (None, "md", "csv", "rich"):
         raise BvbenchError(f"--format {format_!r}: choose md, csv or rich")
@@ -307,20 +310,24 @@ def table(
             return
         text = tb.summary_markdown(lines) if fmt == "md" else tb.summary_csv(lines)
     else:
-        all_tables = []
+        all_tables, all_claims = [], []
         for name in names:
             rec = load_recipe(name)
             tables = tb.build_tables(rec, res, profile)
+            claims = build_claims(rec, res, profile)  # the "Claims" section after the tables
             if (res / rec.name).is_dir():
                 tb.write_tables(tables, res, rec.name)
+                write_claims(claims, res, rec.name)
             all_tables += tables
+            all_claims += [(rec.name, claims)] if claims and view != "paper" else []
         if fmt == "rich":
-            for i, t in enumerate(tb.to_rich(all_tables, view)):
+            for i, t in enumerate(tb.to_rich(all_tables, view) + [claims_rich(*c) for c in all_claims]):
                 if i:
                     console.print()
                 console.print(t)
             return
         text = tb.to_markdown(all_tables, view) if fmt == "md" else tb.to_csv(all_tables, view)
+        text += "".join("\n" + claims_markdown(*c) for c in all_claims) if fmt == "md" else ""
     if out:
         from bvbench.results import atomic_write_text
 

@@ -8,6 +8,9 @@ and its section in results/README.md says so; without either it is skipped with 
 Finished runs are reused (run ids hash the resolved configuration, across recipes), unfinished ones resumed,
 so a second call continues where the first stopped and shared teachers train once. When the time budget is
 spent, the remaining recipes are left for the next call (and marked so): the run never stops mid-row.
+The rows of each recipe's headline claims (`claims:` with `headline: true`) run HEADLINE_SEEDS seeds
+(`--headline-seeds`), so the claims section (results/<recipe>/claims.md) shows their seed spread; extra seeds
+start only within the budget.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from bvbench.errors import BvbenchError, DataMissingError, InterruptedRun
 ORDER = ["quickstart", "bitnet-vit-cifar10", "bitvit-cifar10", "gsb-cifar100", "bitnet-vit-cifar100",
          "gsb-chaoyang", "gsb-flowers102", "bivit-imagenet", "bi-vit-imagenet", "bivit-tinyimagenet"]
 FALLBACK = "cifar10"
+HEADLINE_SEEDS = 3  # the rows of each recipe's headline claims run this many seeds (claims show the spread)
 
 
 def data_present(name: str, root: Path) -> str | None:
@@ -73,10 +77,42 @@ def finished_rows(name: str, results: Path, sets: list[str], ctx: Any) -> tuple[
     return done, len(rows)
 
 
+def headline_rows(name: str) -> list[str]:
+    """The rows the recipe's headline claims compare (`claims: - {..., headline: true}`), in claim order."""
+    from bvbench.recipes import load_recipe
+
+    rec = load_recipe(name, "cpu")
+    rows = [r for c in rec.claims if c.headline for r in (c.better, c.worse) if rec.row(r).status == "run"]
+    return list(dict.fromkeys(rows))
+
+
+def run_headline_seeds(entry: dict[str, Any], opts: Any, run_recipe: Any, n: int = HEADLINE_SEEDS,
+                       over_budget: Any = lambda: False) -> list[int]:
+    """Seeds 2 ... n (after the recipe's own) of the headline rows, their teachers with them; none is started
+    once `over_budget()` (the next call continues: finished seeds are reused)."""
+    from dataclasses import replace
+
+    from bvbench.recipes import load_recipe
+
+    rows = headline_rows(entry["recipe"])
+    first = load_recipe(entry["recipe"], "cpu", entry["sets"]).seed
+    done = []
+    for s in [first + i for i in range(1, n)] if rows else []:
+        if over_budget():
+            print(f"--- nightly: {entry['recipe']} headline seed {s} left for the next call (budget spent)",
+                  flush=True)
+            break
+        print(f"--- nightly: {entry['recipe']} headline rows {', '.join(rows)}, seed {s}", flush=True)
+        run_recipe(entry["recipe"], replace(opts, rows=rows, seed=s))
+        done.append(s)
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     from bvbench.build import pick_device
     from bvbench.data import data_root
     from bvbench.recipes import available, load_recipe
+    from bvbench.report.claims import build_claims, write_claims
     from bvbench.report.plots import plot_recipe
     from bvbench.report.readme import write_readme
     from bvbench.report.table import build_summary, build_tables, write_summary, write_tables
@@ -94,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=REFERENCE_THREADS,
                     help=f"CPU intra-op threads (default {REFERENCE_THREADS}: those of the committed results, so "
                          "the nightly reuses and reproduces them on any machine)")
+    ap.add_argument("--headline-seeds", type=int, default=HEADLINE_SEEDS,
+                    help=f"seeds of the headline claims' rows (default {HEADLINE_SEEDS}; 1: the recipe's seed only)")
     args = ap.parse_args(argv)
 
     try:
@@ -129,9 +167,12 @@ def main(argv: list[str] | None = None) -> int:
             start = time.monotonic()
             e["started"] = now()
             try:
-                run_recipe(e["recipe"], RunOptions(profile="cpu", sets=e["sets"], data_dir=args.data_dir,
-                                                   out=str(out), device=args.device, resume=True,
-                                                   threads=args.threads))
+                opts = RunOptions(profile="cpu", sets=e["sets"], data_dir=args.data_dir, out=str(out),
+                                  device=args.device, resume=True, threads=args.threads)
+                run_recipe(e["recipe"], opts)
+                e["headline_seeds"] = [load_recipe(e["recipe"], "cpu", e["sets"]).seed,
+                                       *run_headline_seeds(e, opts, run_recipe, args.headline_seeds,
+                                                           lambda: time.monotonic() - t0 > budget)]
                 e["status"] = "finished"
             except InterruptedRun:
                 raise
@@ -143,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             rec = load_recipe(e["recipe"])
             if (out / rec.name).is_dir():
                 write_tables(build_tables(rec, out, "cpu"), out, rec.name)
+                write_claims(build_claims(rec, out, "cpu"), out, rec.name)
                 plot_recipe(rec, out, "cpu", log=lambda m: print(m, flush=True))
         out.mkdir(parents=True, exist_ok=True)
         write_summary(build_summary([load_recipe(e["recipe"]) for e in entries], out, "cpu"), out)

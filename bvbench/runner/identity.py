@@ -23,6 +23,7 @@ from bvbench.threads import resolve_threads
 # (any other value does). A changed default of an older field still changes every id that depends on it.
 ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("eval", "count_first_last"): "as_run",
+    ("distill", "rank_norm"): "fro",
     ("model", "kwargs"): {},
 }
 
@@ -75,7 +76,7 @@ def config_identity(recipe: Recipe, row: Row, seed: int) -> dict[str, Any]:
         if isinstance(node, dict) and node.get(key, neutral) == neutral:
             node.pop(key, None)
     ident.get("train", {}).pop("checkpoint_every", None)  # when to save changes no result
-    ident.update({"profile": recipe.profile, "seed": seed, "methods_version": methods_version()})
+    ident.update({"profile": recipe.profile, "seed": seed, "methods_version": methods_version(row)})
     if row.train.augment.random:
         # Random per-image augmentation is drawn from (seed, epoch, sample index) since exact mid-epoch resume
         # (issue 12.5); earlier runs drew it from each worker's stream and are other runs. Rows without random

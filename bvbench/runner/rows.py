@@ -21,6 +21,8 @@ from bvbench.data import build_dataset
 from bvbench.data.loader import eval_loader
 from bvbench.errors import BvbenchError, InterruptedRun, Stopped, signal_name
 from bvbench.evaluate.metrics import classification_metrics, plot_confusion, predict, write_confusion_csv
+from bvbench.evaluate.predictions import FILENAME as PREDICTIONS
+from bvbench.evaluate.predictions import Predictions, from_logits, split_indices, write_predictions
 from bvbench.evaluate.profile import complexity_metrics, fp_macs
 from bvbench.models import build_model
 from bvbench.recipes.schema import Row
@@ -219,16 +221,18 @@ class RowTrainer:
             metrics.update(complexity_metrics(model, row, fp_macs(row, info.num_classes)))
             with self.stop.deferred():  # a signal now waits for `.done`: the run is finished, then it stops
                 self.write_results(rd, row, model, metrics, cm, info, test_info, len(train_set),
-                                   len(test_loader.dataset), train_time, trainer, env)
+                                   len(test_loader.dataset), train_time, trainer, env,
+                                   from_logits(logits, targets, split_indices(test_loader.dataset)))
         self.dist.barrier()
         return rd
 
     def write_results(self, rd: RunDir, row: Row, model: nn.Module, metrics: dict[str, Any], cm: Any, info: Any,
                       test_info: Any, n_train: int, n_test: int, train_time: float, trainer: Trainer,
-                      env: dict[str, Any]) -> None:
+                      env: dict[str, Any], preds: Predictions) -> None:
         """Everything a finished run leaves behind; `.done` last."""
         if rd.done:  # never rewrite a finished run (the folder lock makes this unreachable)
             raise BvbenchError(f"{rd.path} was finished by another process meanwhile; its files are kept")
+        write_predictions(rd.path / PREDICTIONS, preds)  # per-image, for paired claims (report.claims)
         classes = list(test_info.classes)
         write_confusion_csv(cm, classes, rd.path / "confusion.csv")
         plot_confusion(cm, classes, rd.path / "confusion.png", f"{self.recipe.name} / {row.label}")
