@@ -64,15 +64,16 @@ def plan(names: list[str], root: Path) -> list[dict[str, Any]]:
     return out
 
 
-def finished_rows(name: str, results: Path, sets: list[str]) -> tuple[int, int]:
-    """(rows with a finished run of the cpu profile for the configuration `sets` gives, rows to run)."""
+def finished_rows(name: str, results: Path, sets: list[str], ctx: Any) -> tuple[int, int]:
+    """(rows with a finished run of the cpu profile for the configuration `sets` gives in context `ctx`
+    (device, threads, data copy), rows to run)."""
     from bvbench.recipes import load_recipe
     from bvbench.results import RunDir, safe_child
     from bvbench.runner import run_id
 
     rec = load_recipe(name, "cpu", sets)
     rows = [r for r in rec.rows if r.status == "run"]
-    done = sum(RunDir(safe_child(results, rec.name, r.name, run_id(rec, r, rec.seed))).done for r in rows)
+    done = sum(RunDir(safe_child(results, rec.name, r.name, run_id(rec, r, rec.seed, ctx))).done for r in rows)
     return done, len(rows)
 
 
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    from bvbench.build import pick_device
     from bvbench.data import data_root
     from bvbench.recipes import available, load_recipe
     from bvbench.report.claims import build_claims, write_claims
@@ -127,7 +129,8 @@ def _main(argv: list[str] | None) -> int:
     from bvbench.report.readme import write_readme
     from bvbench.report.table import build_summary, build_tables, write_summary, write_tables
     from bvbench.results import atomic_write_json, now
-    from bvbench.runner import RunOptions, run_recipe
+    from bvbench.runner import RunContext, RunOptions, run_recipe
+    from bvbench.runner.identity import REFERENCE_THREADS
 
     ap = argparse.ArgumentParser(prog="python -m bvbench.nightly", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="results", help="results folder (default: results)")
@@ -136,6 +139,9 @@ def _main(argv: list[str] | None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated recipes (default: all, in the nightly order)")
     ap.add_argument("--report-only", action="store_true", help="rebuild tables, plots and README; train nothing")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=REFERENCE_THREADS,
+                    help=f"CPU intra-op threads (default {REFERENCE_THREADS}: those of the committed results, so "
+                         "the nightly reuses and reproduces them on any machine)")
     ap.add_argument("--headline-seeds", type=int, default=HEADLINE_SEEDS,
                     help=f"seeds of the headline claims' rows (default {HEADLINE_SEEDS}; 1: the recipe's seed only)")
     args = ap.parse_args(argv)
@@ -154,6 +160,7 @@ def _main(argv: list[str] | None) -> int:
         out = Path(args.out)
         root = data_root(args.data_dir)
         status_path = out / "nightly.json"
+        ctx = RunContext(device=pick_device(args.device).type, threads=args.threads, root=root)
         entries = plan(names, root)
         t0 = time.monotonic()
         budget = args.budget_hours * 3600
@@ -161,7 +168,7 @@ def _main(argv: list[str] | None) -> int:
             if e.get("status") == "skipped":
                 continue
             if args.report_only:  # what is on disk for exactly this configuration
-                done, total = finished_rows(e["recipe"], out, e["sets"])
+                done, total = finished_rows(e["recipe"], out, e["sets"], ctx)
                 e["status"] = "finished" if done == total else f"partial ({done} of {total} rows finished)"
                 continue
             if time.monotonic() - t0 > budget:
@@ -173,7 +180,7 @@ def _main(argv: list[str] | None) -> int:
             e["started"] = now()
             try:
                 opts = RunOptions(profile="cpu", sets=e["sets"], data_dir=args.data_dir, out=str(out),
-                                  device=args.device, resume=True)
+                                  device=args.device, resume=True, threads=args.threads)
                 run_recipe(e["recipe"], opts)
                 e["headline_seeds"] = [load_recipe(e["recipe"], "cpu", e["sets"]).seed,
                                        *run_headline_seeds(e, opts, run_recipe, args.headline_seeds,
