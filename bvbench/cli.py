@@ -225,7 +225,10 @@ def run(
     seeds: Annotated[int | None, typer.Option(min=1, help="run every row with N seeds: the recipe's seed and the "
                                                         "next N-1 (tables show mean ± std)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    resume: Annotated[bool, typer.Option(help="continue unfinished runs from their last checkpoint")] = False,
+    resume: Annotated[bool, typer.Option(help="(the default) an unfinished run is always continued from its last "
+                                              "checkpoint; kept for older scripts")] = False,
+    restart: Annotated[bool, typer.Option(help="discard unfinished runs (moved aside into .discarded/ beside them) and "
+                                               "train those rows afresh; finished runs are kept")] = False,
     launcher: Annotated[str, typer.Option(help="none (train here), local (submitit jobs on this machine) or "
                                                "slurm (one job per row, teachers first, requeued on preemption)")] = "none",
     partition: Annotated[str | None, typer.Option(help="Slurm partition (--launcher slurm)")] = None,
@@ -235,9 +238,12 @@ def run(
                                                       "before it and the row resumes)")] = 24.0,
     steal_stale: Annotated[bool, typer.Option(help="take over run folders whose lock is stale (no heartbeat for "
                                                    "10 minutes)")] = False,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default $BVBENCH_THREADS or usable cores)")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU intra-op threads (default $BVBENCH_THREADS, else usable "
+                                                     "cores minus the row's loader workers); part of a CPU run's id")] = None,
 ) -> None:
-    """Train and evaluate each row of a recipe; finished runs are reused, never overwritten.
+    """Train and evaluate each row of a recipe; finished runs are reused, never overwritten; an unfinished run
+    is continued from its last checkpoint (no --resume needed; --restart discards it). SIGUSR1 (Slurm, before the
+    time limit) saves a checkpoint at the next step and exits 138: requeue the job and the same command continues.
 
     One process writes a run folder at a time: it holds a lock file beside it (.<run-id>.lock: host, pid,
     start, a heartbeat every 30 s). A row whose folder another live process holds is skipped with a one-line
@@ -259,7 +265,8 @@ def run(
                            "recipe's seed and the next N-1")
     opts = RunOptions(profile=profile, rows=rows.split(",") if rows else None, sets=set_ or [], data_dir=data_dir,
                       download=download, out=out, seed=seed, device=device, resume=resume,
-                      steal_stale=steal_stale)
+                      steal_stale=steal_stale, threads=threads,
+                      restart=restart)
     failures: list[RowsFailed] = []
     if launcher != "none":
         _launch(recipe, opts, launcher, partition, gpus_per_node, nodes, time)
@@ -581,7 +588,7 @@ def export(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2, never a traceback; a signal prints one line and exits
     128 + its number (130 for Ctrl-C, 143 for SIGTERM), whatever the command was doing."""
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
     if threading.current_thread() is threading.main_thread():
         for s in old:
             signal.signal(s, _stop_now)

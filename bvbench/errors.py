@@ -39,9 +39,15 @@ def signal_name(signum: int) -> str:
     return signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
 
 
+REQUEUE_EXIT = 128 + signal.SIGUSR1
+"""The exit status of a run stopped by SIGUSR1 (Slurm's signal before the time limit or on preemption) once its
+checkpoint is saved: requeue the job (`scontrol requeue`, or `RequeueExit=138` in slurm.conf) and the same
+command continues the run. The submitit launcher requeues it itself."""
+
+
 class InterruptedRun(BvbenchError):
-    """Training stopped on Ctrl-C/SIGTERM after saving what it could; `--resume` continues it. Exit code 128 + the
-    signal's number: 130 for SIGINT, 143 for SIGTERM."""
+    """Training stopped on Ctrl-C/SIGTERM/SIGUSR1 after saving what it could; the same command continues it. Exit
+    code 128 + the signal's number: 130 for SIGINT, 143 for SIGTERM, 138 (`REQUEUE_EXIT`) for SIGUSR1."""
 
     exit_code = 130
 

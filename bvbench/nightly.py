@@ -67,7 +67,7 @@ def plan(names: list[str], root: Path) -> list[dict[str, Any]]:
     return out
 
 
-def plan_from_disk(names: list[str], results: Path) -> list[dict[str, Any]]:
+def plan_from_disk(names: list[str], results: Path, ctx: Any) -> list[dict[str, Any]]:
     """`--report-only`: per recipe, the configuration whose runs are on disk (its own data, or the CIFAR-10
     override when more of its rows finished that way) and its status; no data set is read. What the last
     nightly recorded for the same configuration (its override line, timings) is kept."""
@@ -83,7 +83,7 @@ def plan_from_disk(names: list[str], results: Path) -> list[dict[str, Any]]:
         rec = load_recipe(name, "cpu")
         own = rec.data.name
         options = [(own, [])] + ([(FALLBACK, [f"data.name={FALLBACK}"])] if own != FALLBACK else [])
-        counts = [(finished_rows(name, results, sets), data, sets) for data, sets in options]
+        counts = [(_finished_without_data(name, results, sets, ctx), data, sets) for data, sets in options]
         (done, total), data, sets = max(counts, key=lambda c: c[0][0])  # ties: the recipe's own data
         entry: dict[str, Any] = {"recipe": name, "title": rec.title, "data": data, "sets": sets, "override": None}
         prev = before.get(name, {})
@@ -96,15 +96,27 @@ def plan_from_disk(names: list[str], results: Path) -> list[dict[str, Any]]:
     return out
 
 
-def finished_rows(name: str, results: Path, sets: list[str]) -> tuple[int, int]:
-    """(rows with a finished run of the cpu profile for the configuration `sets` gives, rows to run)."""
+def _finished_without_data(name: str, results: Path, sets: list[str], ctx: Any) -> tuple[int, int]:
+    """`finished_rows`; where the data set is absent (its copy cannot be fingerprinted), the run ids of the
+    reference copy (root None), so that the report needs no data."""
+    from dataclasses import replace
+
+    try:
+        return finished_rows(name, results, sets, ctx)
+    except DataMissingError:
+        return finished_rows(name, results, sets, replace(ctx, root=None))
+
+
+def finished_rows(name: str, results: Path, sets: list[str], ctx: Any) -> tuple[int, int]:
+    """(rows with a finished run of the cpu profile for the configuration `sets` gives in context `ctx`
+    (device, threads, data copy), rows to run)."""
     from bvbench.recipes import load_recipe
     from bvbench.results import RunDir, safe_child
     from bvbench.runner import run_id
 
     rec = load_recipe(name, "cpu", sets)
     rows = [r for r in rec.rows if r.status == "run"]
-    done = sum(RunDir(safe_child(results, rec.name, r.name, run_id(rec, r, rec.seed))).done for r in rows)
+    done = sum(RunDir(safe_child(results, rec.name, r.name, run_id(rec, r, rec.seed, ctx))).done for r in rows)
     return done, len(rows)
 
 
@@ -152,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    from bvbench.build import pick_device
     from bvbench.data import data_root
     from bvbench.recipes import available, load_recipe
     from bvbench.report.claims import build_claims, write_claims
@@ -159,7 +172,8 @@ def _main(argv: list[str] | None) -> int:
     from bvbench.report.readme import write_readme
     from bvbench.report.table import build_summary, build_tables, write_summary, write_tables
     from bvbench.results import atomic_write_json, now
-    from bvbench.runner import RunOptions, run_recipe
+    from bvbench.runner import RunContext, RunOptions, run_recipe
+    from bvbench.runner.identity import REFERENCE_THREADS
 
     ap = argparse.ArgumentParser(prog="python -m bvbench.nightly", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="results", help="results folder (default: results)")
@@ -169,6 +183,9 @@ def _main(argv: list[str] | None) -> int:
     ap.add_argument("--report-only", action="store_true", help="rebuild tables, plots and README from the runs "
                     "on disk; train nothing, read no data set")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=REFERENCE_THREADS,
+                    help=f"CPU intra-op threads (default {REFERENCE_THREADS}: those of the committed results, so "
+                         "the nightly reuses and reproduces them on any machine)")
     ap.add_argument("--headline-seeds", type=int, default=HEADLINE_SEEDS,
                     help=f"seeds of the headline claims' rows (default {HEADLINE_SEEDS}; 1: the recipe's seed only)")
     args = ap.parse_args(argv)
@@ -187,7 +204,8 @@ def _main(argv: list[str] | None) -> int:
         out = Path(args.out)
         root = data_root(args.data_dir)
         status_path = out / "nightly.json"
-        entries = plan_from_disk(names, out) if args.report_only else plan(names, root)
+        ctx = RunContext(device=pick_device(args.device).type, threads=args.threads, root=root)
+        entries = plan_from_disk(names, out, ctx) if args.report_only else plan(names, root)
         t0 = time.monotonic()
         budget = args.budget_hours * 3600
         for e in entries:
@@ -202,7 +220,7 @@ def _main(argv: list[str] | None) -> int:
             e["started"] = now()
             try:
                 opts = RunOptions(profile="cpu", sets=e["sets"], data_dir=args.data_dir, out=str(out),
-                                  device=args.device, resume=True)
+                                  device=args.device, resume=True, threads=args.threads)
                 run_recipe(e["recipe"], opts)
                 e["headline_seeds"] = [load_recipe(e["recipe"], "cpu", e["sets"]).seed,
                                        *run_headline_seeds(e, opts, run_recipe, args.headline_seeds,

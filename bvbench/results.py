@@ -200,7 +200,7 @@ def git_sha() -> str | None:
         return None
 
 
-def environment(device: torch.device, seed: int) -> dict[str, Any]:
+def environment(device: torch.device, seed: int, workers: int | None = None) -> dict[str, Any]:
     """Everything needed to repeat a run (lm-evaluation-harness style)."""
     import numpy
     import timm
@@ -218,7 +218,7 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
-        "thread_settings": thread_info(),
+        "thread_settings": thread_info(workers),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "seed": seed,
         "argv": sys.argv,
@@ -306,6 +306,7 @@ class RunConfig(BaseModel):
     data_dir: str | None = None
     row: Row
     reused_from: str | None = None
+    identity: dict[str, Any] | None = None  # the run's context (bvbench.runner.identity.identity_record)
 
 
 @dataclass

@@ -82,8 +82,8 @@ def _timm(cfg: ModelConfig, num_classes: int) -> nn.Module:
         )
     kwargs = {k: getattr(cfg, k) for k in TIMM_OVERRIDES if getattr(cfg, k) is not None}
     kwargs.update(cfg.kwargs)
-    if cfg.drop_path_rate:
-        kwargs["drop_path_rate"] = cfg.drop_path_rate
+    # always the recipe's value: timm's own defaults differ by family (ViT 0, Swin 0.1, NesT 0.5)
+    kwargs["drop_path_rate"] = cfg.drop_path_rate
     download = cfg.pretrained and not cfg.checkpoint  # model.checkpoint replaces the hub's weights: no download
     offline = download and not _hub_reachable()
     try:

@@ -17,7 +17,7 @@ from bvbench.recipes import Recipe, Row, load_recipe
 from bvbench.recipes.schema import MAX_SEED
 from bvbench.results import RunDir, find_runs
 from bvbench.runner.distributed import DistContext, init_distributed
-from bvbench.runner.identity import ADDED_FIELDS, row_identity, run_id
+from bvbench.runner.identity import ADDED_FIELDS, REFERENCE, RunContext, row_identity, run_id
 from bvbench.runner.lock import RunBusy
 from bvbench.runner.plan import RunOptions, RunPlan, load_training_checkpoint
 from bvbench.runner.progress import row_work
@@ -56,7 +56,7 @@ class Runner:
     def __init__(self, recipe: Recipe, opts: RunOptions) -> None:
         self.recipe, self.opts = recipe, opts
         self.dist, self.device = init_distributed(pick_device(opts.device))
-        self.plan = RunPlan(recipe, opts, self.dist, data_root(opts.data_dir), self.say)
+        self.plan = RunPlan(recipe, opts, self.dist, data_root(opts.data_dir), self.say, self.device)
         self.rows = RowTrainer(self.plan, self.device)
 
     def say(self, msg: str) -> None:
@@ -170,5 +170,5 @@ def no_weights_message(rd: RunDir, cfg: Any) -> str:
             f"retrained/{cfg.recipe}/{cfg.row.name}/<run-id>`")
 
 
-__all__ = ["ADDED_FIELDS", "DistContext", "RowsFailed", "RunOptions", "RunPlan", "RowTrainer", "Runner", "build_row_model",
+__all__ = ["ADDED_FIELDS", "REFERENCE", "DistContext", "RunContext", "RowsFailed", "RunOptions", "RunPlan", "RowTrainer", "Runner", "build_row_model",
            "evaluate_run", "find_runs", "load_training_checkpoint", "row_identity", "run_id", "run_recipe"]

@@ -8,6 +8,7 @@ import shutil
 import time
 from typing import Any
 
+import torch
 import yaml
 from rich.console import Console
 from torch import nn
@@ -165,7 +166,7 @@ class RowTrainer:
             raise InterruptedRun(self.stopped_message(row, rd, e), e.signum) from None
 
     def resume_hint(self) -> str:
-        return f"continue with: bvbench run {self.recipe.name} --resume (same options)"
+        return f"the same command continues it (bvbench run {self.recipe.name}, same options)"
 
     def stopped_message(self, row: Row, rd: RunDir, e: Stopped) -> str:
         """What a signal that stopped a row at once left behind, in one line."""
@@ -183,10 +184,11 @@ class RowTrainer:
                  f"profile {self.recipe.profile}, {len(train_set)} train / {len(test_loader.dataset)} test, "
                  f"device {self.device}" + (f", {self.dist.world} processes" if self.dist.world > 1 else "")
                  + (", resuming" if ckpt else ""))
+        torch.set_num_threads(self.plan.ctx.threads_for(row))  # the count in its run id (CPU)
         model, teacher = self.build(row, info.num_classes)
         check_input_size(model, row.data.img_size or info.img_size, f"row {row.name!r}")
         env_path = rd.path / "env.json"
-        env = environment(self.device, self.seed)
+        env = environment(self.device, self.seed, row.data.num_workers)
         if self.dist.main:
             try:
                 rd.path.mkdir(parents=True, exist_ok=True)

@@ -173,8 +173,12 @@ class FitState:
     sums: EpochSums = field(default_factory=EpochSums)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+"""Ctrl-C, SIGTERM and SIGUSR1 (Slurm's signal before the time limit or on preemption) stop a run the same way."""
+
+
 class StopFlag:
-    """SIGINT/SIGTERM during a run. Inside `deferred()` (the training loop, writing a finished run) a signal is a
+    """SIGINT/SIGTERM/SIGUSR1 during a run. Inside `deferred()` (the training loop, writing a finished run) a signal is a
     flag read at the next safe point (a step boundary, the end of an epoch or of the block); elsewhere (building
     data and models, the final evaluation: nothing is half-written) it stops at once with `Stopped`. A second
     signal always stops at once. Installed once per run; nested `installed()` calls reuse it."""
@@ -191,7 +195,7 @@ class StopFlag:
         if self._active or threading.current_thread() is not threading.main_thread():
             yield self
             return
-        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {s: signal.getsignal(s) for s in STOP_SIGNALS}
 
         def handler(signum: int, frame: Any) -> None:
             if self.signal is not None:
