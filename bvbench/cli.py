@@ -32,7 +32,24 @@ console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 Profile = Annotated[str, typer.Option("--profile", "-p", help="paper (published protocol), cpu or smoke")]
-Sets = Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: KEY=VALUE (dotted)")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: KEY=VALUE (dotted); one "
+                                                        "field per --set: --set a=1 --set b=2")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bvbench import __version__
+
+        print(f"bvbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """Reproduce, compare and extend binarized and 1.58-bit Vision Transformers."""
 
 
 class Kind(str, Enum):
@@ -46,45 +63,20 @@ class Kind(str, Enum):
 @app.command("list")
 def list_cmd(
     kind: Annotated[Kind, typer.Argument(help="what to list")] = Kind.recipes,
-    pattern: Annotated[str, typer.Option(help="wildcard filter (models)")] = "*",
+    pattern: Annotated[str | None, typer.Option(help="models: every timm / torchvision name matching this "
+                                                     "wildcard, instead of the families")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="datasets: the data root to look in (default "
+                                                      "$BVBENCH_DATA or ~/.cache/bvbench)")] = None,
 ) -> None:
-    """List recipes, methods, data sets, models or quantizers."""
-    from bvbench import recipes
-
+    """List recipes, methods, data sets (where each is looked for, and whether it is there), model families or
+    quantizers."""
     t = Table(show_lines=False)
     if kind is Kind.recipes:
-        t.add_column("recipe", no_wrap=True, min_width=max(map(len, recipes.available())))
-        t.add_column("paper", min_width=20)
-        t.add_column("tables", max_width=12)
-        t.add_column("data set", no_wrap=True)
-        t.add_column("rows (run)", no_wrap=True)
-        t.add_column("not supported")
-        for name in recipes.available():
-            try:
-                r = recipes.load_recipe(name)
-            except BvbenchError as e:
-                t.add_row(name, f"[red]invalid: {str(e).splitlines()[0]}[/]", "", "", "", "")
-                continue
-            run = sum(x.status == "run" for x in r.rows)
-            t.add_row(name, r.paper.short, ", ".join(x.name.removeprefix("Table ") for x in r.paper.tables),
-                      r.data.name, f"{len(r.rows)} ({run})",
-                      "; ".join(f"{x.table}: {x.reason}" for x in r.paper.not_supported))
+        _list_recipes(t)
     elif kind is Kind.datasets:
-        from bvbench.data import DATASETS, dataset_info
-
-        for col in ("data set", "name in tables", "classes", "image size"):
-            t.add_column(col)
-        for name in DATASETS.names():
-            info = dataset_info(name)
-            t.add_row(name, info.display, str(info.num_classes), str(info.img_size))
+        t = _list_datasets(data_dir)
     elif kind is Kind.methods:
-        from bvbench.methods import METHODS
-
-        t.add_column("method")
-        t.add_column("details")
-        for name in METHODS.names():
-            meta = METHODS.meta(name)
-            t.add_row(name, ", ".join(f"{k}: {v}" for k, v in meta.items()))
+        _list_methods(t)
     elif kind is Kind.quantizers:
         from bvbench.quant import QUANTIZERS
 
@@ -93,13 +85,86 @@ def list_cmd(
         for name in QUANTIZERS.names():
             meta = QUANTIZERS.meta(name)
             t.add_row(name, str(meta.get("kind", "")), str(meta.get("bits", "")), str(meta.get("paper", "")))
-    else:
+    elif pattern is not None:
         from bvbench.models import list_models
 
         t.add_column("model")
         for name in list_models(pattern):
             t.add_row(name)
+    else:
+        _list_families(t)
     console.print(t)
+
+
+def _list_recipes(t: Table) -> None:
+    from bvbench import recipes
+
+    t.add_column("recipe", no_wrap=True, min_width=max(map(len, recipes.available())))
+    t.add_column("paper", min_width=20)
+    t.add_column("tables", max_width=12)
+    t.add_column("data set", no_wrap=True)
+    t.add_column("rows (run)", no_wrap=True)
+    t.add_column("not supported")
+    for name in recipes.available():
+        try:
+            r = recipes.load_recipe(name)
+        except BvbenchError as e:
+            t.add_row(name, f"[red]invalid: {escape(str(e).splitlines()[0])}[/]", "", "", "", "")
+            continue
+        run = sum(x.status == "run" for x in r.rows)
+        t.add_row(name, r.paper.short, ", ".join(x.name.removeprefix("Table ") for x in r.paper.tables),
+                  r.data.name, f"{len(r.rows)} ({run})",
+                  "; ".join(f"{x.table}: {x.reason}" for x in r.paper.not_supported))
+
+
+def _list_datasets(data_dir: str | None) -> Table:
+    """Each data set, where it is looked for under the data root, and whether it is there."""
+    from bvbench.data import DATASETS, data_root, dataset_info
+    from bvbench.data.datasets import locate
+
+    root = data_root(data_dir)
+    t = Table(title=f"data root {root} (--data-dir, else $BVBENCH_DATA, else ~/.cache/bvbench)")
+    for col in ("data set", "name in tables", "classes", "image size", "looked for under the root", "present"):
+        t.add_column(col, overflow="fold")
+    for name in DATASETS.names():
+        info = dataset_info(name)
+        layouts, found = locate(name, root)
+        where = "\n".join(("[green]✓[/] " if x == found else "") + escape(str(root / x)) for x in layouts)
+        here = "[green]yes[/]" if found else "[red]no[/]" if layouts else "—"
+        where = where or escape(str(DATASETS.meta(name).get("source", "")))
+        t.add_row(name, info.display, str(info.num_classes), str(info.img_size), where, here)
+    return t
+
+
+def _list_methods(t: Table) -> None:
+    from bvbench.methods import METHODS
+
+    for col in ("method", "bits (W-A)", "paper", "options"):
+        t.add_column(col)
+    for name in METHODS.names():
+        meta = METHODS.meta(name)
+        t.add_row(name, str(meta.get("bits", "")), escape(str(meta.get("paper", ""))),
+                  ", ".join(meta.get("options") or []) or "—")
+
+
+def _list_families(t: Table) -> None:
+    """The families `methods.apply` converts, with the models the recipes use; `--pattern` lists names."""
+    from bvbench.models.families import FAMILIES, family_of
+    from bvbench.recipes import available, load_recipe
+
+    used: dict[str, set[str]] = {}
+    for name in available():
+        try:
+            for row in load_recipe(name).rows:
+                if (fam := family_of(row.model.name)) is not None:
+                    used.setdefault(fam.name, set()).add(row.model.name)
+        except BvbenchError:
+            continue
+    t.title = "model families (`bvbench list models --pattern 'deit*'` lists names)"
+    for col in ("family", "names", "attention converted", "in the recipes", "note"):
+        t.add_column(col, overflow="fold")
+    for f in FAMILIES:
+        t.add_row(f.name, ", ".join(f.patterns), f.attention, ", ".join(sorted(used.get(f.name, ()))) or "—", f.note)
 
 
 @app.command()
@@ -107,11 +172,15 @@ def show(
     recipe: Annotated[str, typer.Argument(help="recipe name or YAML path")],
     profile: Profile = "paper",
     set_: Sets = None,
+    rows: Annotated[str | None, typer.Option(help="comma-separated row names: only these rows")] = None,
 ) -> None:
     """Print the fully resolved recipe as YAML."""
     from bvbench.recipes import load_recipe, to_yaml
 
-    print(to_yaml(load_recipe(recipe, profile, set_ or [])), end="")
+    rec = load_recipe(recipe, profile, set_ or [])
+    if rows:
+        rec = rec.model_copy(update={"rows": [rec.row(n.strip()) for n in rows.split(",") if n.strip()]})
+    print(to_yaml(rec), end="")
 
 
 @app.command()
@@ -362,14 +431,16 @@ def profile(
     rec = load_recipe(recipe, profile_, set_ or [])
     names = rows.split(",") if rows else [r.name for r in rec.rows]
     out, skipped = [], []
-    for name in names:
+    for i, name in enumerate(names, 1):
         row = rec.row(name)
         stages = row.resolved_stages()
         if row.status == "reference" or any(s.method is None or s.method.name not in METHODS for s in stages):
             skipped.append(name)
             continue
-        out.append(profile_row(rec, row, checkpoint=checkpoint, latency=latency, device=pick_device(device),
-                               threads=threads))
+        with _progress_line(f"profile {i}/{len(names)}: {name}: building the model, counting"
+                            + (", timing" if latency else "")):
+            out.append(profile_row(rec, row, checkpoint=checkpoint, latency=latency, device=pick_device(device),
+                                   threads=threads))
     if json_:
         print(json.dumps({"recipe": rec.name, "profile": rec.profile, "rows": out, "skipped": skipped}, indent=1))
         return
@@ -387,6 +458,16 @@ def profile(
         _print_latency(out)
     if skipped:
         console.print(f"[dim]not profiled (reference rows or methods not implemented): {', '.join(skipped)}[/]")
+
+
+def _progress_line(msg: str) -> Any:
+    """A spinner with `msg` on stderr while the block runs (a terminal), else the line itself once."""
+    import contextlib
+
+    if err.is_terminal:
+        return err.status(escape(msg))
+    err.print(escape(msg), style="dim")
+    return contextlib.nullcontext()
 
 
 def _print_latency(rows: list[dict]) -> None:
@@ -414,6 +495,8 @@ def plot(
     recipe: Annotated[str, typer.Argument(help="recipe name or YAML path")],
     results: Annotated[str, typer.Option(help="results folder")] = "results",
     profile: Annotated[str | None, typer.Option(help="only runs of this profile")] = None,
+    out: Annotated[str | None, typer.Option(help="folder to write the figures to (default: "
+                                                 "<results>/<recipe>/)")] = None,
 ) -> None:
     """Figures next to the tables: accuracy vs OPs and vs size, training curves, confusion matrices."""
     from bvbench.recipes import load_recipe
@@ -423,7 +506,8 @@ def plot(
     res = Path(results)
     if not (res / rec.name).is_dir():
         raise BvbenchError(f"no results for {rec.name} in {res}/ yet; run it first (bvbench run {recipe})")
-    files = plot_recipe(rec, res, profile, log=lambda msg: err.print(f"[yellow]{escape(msg)}[/]"))
+    files = plot_recipe(rec, res, profile, log=lambda msg: err.print(f"[yellow]{escape(msg)}[/]"),
+                        out=Path(out) if out else None)
     for f in files:
         console.print(f"wrote {escape(str(f))}")
 
@@ -555,8 +639,13 @@ def _usage_error(e: Exception) -> int | None:
         return 2
     if isinstance(e, click.exceptions.Exit | typer.exceptions.Exit):
         return int(getattr(e, "exit_code", 0) or 0)
-    if isinstance(e, click.exceptions.ClickException | typer.exceptions.TyperException) and hasattr(e, "show"):
-        e.show()
+    if isinstance(e, click.exceptions.ClickException | typer.exceptions.TyperException) and hasattr(e, "format_message"):
+        if type(e).__name__ == "NoArgsIsHelpError":  # `bvbench` alone, or a group without a command: the help
+            e.show()
+            return 2
+        ctx = getattr(e, "ctx", None)  # one line: the message and where the help is (not the usage block)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        err.print("[red]error:[/] " + escape(" ".join(e.format_message().split()) + where))
         return 2
     return None
 

@@ -6,7 +6,9 @@ results/README.md.
 A recipe whose data set is not present runs on CIFAR-10 (`--set data.name=cifar10`) when CIFAR-10 is there,
 and its section in results/README.md says so; without either it is skipped with the data's own message.
 Finished runs are reused (run ids hash the resolved configuration, across recipes), unfinished ones resumed,
-so a second call continues where the first stopped and shared teachers train once. When the time budget is
+so a second call continues where the first stopped and shared teachers train once. `--report-only` trains nothing and
+reads no data set: per recipe it takes the configuration whose runs are on disk (its own data, or the CIFAR-10
+override). When the time budget is
 spent, the remaining recipes are left for the next call (and marked so): the run never stops mid-row.
 The rows of each recipe's headline claims (`claims:` with `headline: true`) run HEADLINE_SEEDS seeds
 (`--headline-seeds`), so the claims section (results/<recipe>/claims.md) shows their seed spread; extra seeds
@@ -16,6 +18,7 @@ start only within the budget.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -62,6 +65,46 @@ def plan(names: list[str], root: Path) -> list[dict[str, Any]]:
             entry.update(status="skipped", reason=f"{missing}; and the fallback: {fallback_missing}")
         out.append(entry)
     return out
+
+
+def plan_from_disk(names: list[str], results: Path, ctx: Any) -> list[dict[str, Any]]:
+    """`--report-only`: per recipe, the configuration whose runs are on disk (its own data, or the CIFAR-10
+    override when more of its rows finished that way) and its status; no data set is read. What the last
+    nightly recorded for the same configuration (its override line, timings) is kept."""
+    from bvbench.recipes import load_recipe
+
+    status = results / "nightly.json"
+    try:
+        before = {e["recipe"]: e for e in json.loads(status.read_text())["recipes"]} if status.exists() else {}
+    except (ValueError, KeyError, TypeError):
+        before = {}
+    out = []
+    for name in names:
+        rec = load_recipe(name, "cpu")
+        own = rec.data.name
+        options = [(own, [])] + ([(FALLBACK, [f"data.name={FALLBACK}"])] if own != FALLBACK else [])
+        counts = [(_finished_without_data(name, results, sets, ctx), data, sets) for data, sets in options]
+        (done, total), data, sets = max(counts, key=lambda c: c[0][0])  # ties: the recipe's own data
+        entry: dict[str, Any] = {"recipe": name, "title": rec.title, "data": data, "sets": sets, "override": None}
+        prev = before.get(name, {})
+        if prev.get("sets") == sets:
+            entry.update({k: v for k, v in prev.items() if k in ("override", "started", "seconds")})
+        if sets and not entry["override"]:
+            entry["override"] = f"the runs on disk were trained on {data} with --set data.name={data}"
+        entry["status"] = "finished" if done == total else f"partial ({done} of {total} rows finished)"
+        out.append(entry)
+    return out
+
+
+def _finished_without_data(name: str, results: Path, sets: list[str], ctx: Any) -> tuple[int, int]:
+    """`finished_rows`; where the data set is absent (its copy cannot be fingerprinted), the run ids of the
+    reference copy (root None), so that the report needs no data."""
+    from dataclasses import replace
+
+    try:
+        return finished_rows(name, results, sets, ctx)
+    except DataMissingError:
+        return finished_rows(name, results, sets, replace(ctx, root=None))
 
 
 def finished_rows(name: str, results: Path, sets: list[str], ctx: Any) -> tuple[int, int]:
@@ -137,7 +180,8 @@ def _main(argv: list[str] | None) -> int:
     ap.add_argument("--data-dir", default=None, help="data root (default $BVBENCH_DATA or ~/.cache/bvbench)")
     ap.add_argument("--budget-hours", type=float, default=3.0, help="start no new recipe after this (default 3)")
     ap.add_argument("--only", default=None, help="comma-separated recipes (default: all, in the nightly order)")
-    ap.add_argument("--report-only", action="store_true", help="rebuild tables, plots and README; train nothing")
+    ap.add_argument("--report-only", action="store_true", help="rebuild tables, plots and README from the runs "
+                    "on disk; train nothing, read no data set")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=REFERENCE_THREADS,
                     help=f"CPU intra-op threads (default {REFERENCE_THREADS}: those of the committed results, so "
@@ -161,15 +205,11 @@ def _main(argv: list[str] | None) -> int:
         root = data_root(args.data_dir)
         status_path = out / "nightly.json"
         ctx = RunContext(device=pick_device(args.device).type, threads=args.threads, root=root)
-        entries = plan(names, root)
+        entries = plan_from_disk(names, out, ctx) if args.report_only else plan(names, root)
         t0 = time.monotonic()
         budget = args.budget_hours * 3600
         for e in entries:
-            if e.get("status") == "skipped":
-                continue
-            if args.report_only:  # what is on disk for exactly this configuration
-                done, total = finished_rows(e["recipe"], out, e["sets"], ctx)
-                e["status"] = "finished" if done == total else f"partial ({done} of {total} rows finished)"
+            if e.get("status") == "skipped" or args.report_only:
                 continue
             if time.monotonic() - t0 > budget:
                 e.update(status="left for the next call", reason=f"the {args.budget_hours:g} h budget was spent")

@@ -109,6 +109,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` less the process's umask: what open() would give a new file (tempfile's files are 0600, its
+    folders 0700, which would keep a shared results folder from others on a cluster)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
 @_user_error_when_disk_full
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, rename, fsync the folder: readers see old or new,
@@ -117,6 +125,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), umask_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -142,6 +151,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), umask_mode())
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
@@ -424,6 +434,7 @@ def adopt_run(src: RunDir, dst: Path, record: dict[str, Any], config: dict[str, 
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent if dst.parent.exists()
                                 else _mkdir(dst.parent)))
     try:
+        tmp.chmod(umask_mode(0o777))
         for f in src.path.iterdir():
             if f.is_file() and not is_temporary(f):  # `.done` is written last below
                 if f.name.startswith("checkpoint"):

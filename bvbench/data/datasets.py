@@ -426,6 +426,26 @@ _register(
 )
 
 
+# Where each data set is looked for under the data root, in order: (the layout shown, the paths that must exist).
+LOCATIONS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "cifar10": (("cifar-10-batches-py/", ("cifar-10-batches-py",)),
+                *((f"{d}/{{train,test}}/<class>/*.jpg", (f"{d}/train", f"{d}/test")) for d in CIFAR_JPEG_DIRS)),
+    "cifar100": (("cifar-100-python/", ("cifar-100-python",)),),
+    "flowers102": (("flowers-102/ (jpg/, imagelabels.mat, setid.mat)", ("flowers-102",)),),
+    "tinyimagenet": (("tiny-imagenet-200/ (wnids.txt, train/, val/)", ("tiny-imagenet-200/wnids.txt",)),),
+    "imagenet": (("imagenet/{train,val}/<wnid>/*.JPEG", ("imagenet/train", "imagenet/val")),),
+    "chaoyang": (("chaoyang/{train,test}.json + images", ("chaoyang/train.json", "chaoyang/test.json")),),
+}
+
+
+def locate(name: str, root: Path) -> tuple[list[str], str | None]:
+    """(the layouts `name` is looked for in under `root`, the first one present or None); ([], None) for data
+    sets that need no files (digits, fake)."""
+    layouts = LOCATIONS.get(name, ())
+    found = next((shown for shown, need in layouts if all((root / n).exists() for n in need)), None)
+    return [shown for shown, _ in layouts], found
+
+
 def static_info(name: str) -> DatasetInfo:
     """A copy of the registered info, with lazily known class names (Flowers, ImageNet) filled in."""
     info = DATASETS.get(name).info.copy()

@@ -82,6 +82,8 @@ def parse_set(items: list[str] | None) -> list[tuple[str, Any]]:
             raise BvbenchError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
         key, _, value = item.partition("=")
         key = key.strip()
+        if len(parts := re.split(r",\s*(?=[A-Za-z_][A-Za-z0-9_.\-]*=)", item.strip())) > 1:
+            raise BvbenchError(f"--set {item!r}: one field per --set; pass " + " ".join(f"--set {p}" for p in parts))
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
             raise BvbenchError(f"--set {item!r}: bad key {key!r}")
         try:

@@ -342,13 +342,13 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def plot_recipe(recipe: Recipe, results: Path, profile: str | None = None,
-                log: Callable[[str], None] | None = None) -> list[Path]:
-    """Write accuracy_vs_ops.png, accuracy_vs_size.png, curves.png and confusion.png into results/<recipe>/;
-    a figure with nothing to show is skipped with one log line. Returns the files written."""
+                log: Callable[[str], None] | None = None, out: Path | None = None) -> list[Path]:
+    """Write accuracy_vs_ops.png, accuracy_vs_size.png, curves.png and confusion.png into `out` (default
+    results/<recipe>/); a figure with nothing to show is skipped with one log line. Returns the files written."""
     say = log or logger.warning
     results = Path(results)
     rr = finished_runs(recipe, results, profile)
-    out_dir = results / recipe.name
+    out_dir = Path(out) if out is not None else results / recipe.name
     written: list[Path] = []
     skey = size_key(recipe)
     for fname, key, xlabel in (("accuracy_vs_ops.png", "ops", "OPs per image (BOPs/64 + FLOPs)"),

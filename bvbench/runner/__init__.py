@@ -20,6 +20,7 @@ from bvbench.runner.distributed import DistContext, init_distributed
 from bvbench.runner.identity import ADDED_FIELDS, REFERENCE, RunContext, row_identity, run_id
 from bvbench.runner.lock import RunBusy
 from bvbench.runner.plan import RunOptions, RunPlan, load_training_checkpoint
+from bvbench.runner.progress import row_work
 from bvbench.runner.rows import RowTrainer, console
 from bvbench.train.trainer import Diverged
 
@@ -67,8 +68,12 @@ class Runner:
         blocks only the rows that need it, and RowsFailed at the end names them (the others ran)."""
         done: list[RunDir] = []
         failed: dict[str, str] = {}  # row -> why it has no finished run
+        rows = self.plan.rows_to_run()
+        trainable = [r for r in rows if r.status not in ("reference", "pending")]
         with self.rows.stop.installed():
-            for row in self.plan.rows_to_run():
+            for row in rows:
+                if row in trainable:
+                    self.set_position(trainable, trainable.index(row))
                 if row.status == "reference":
                     self.say(f"[dim]- {row.name}: reference row (paper value only, not run): {row.note or ''}[/]")
                     continue
@@ -93,6 +98,11 @@ class Runner:
         if failed:
             raise RowsFailed.of(self.recipe, failed, done)
         return done
+
+    def set_position(self, trainable: list[Row], i: int) -> None:
+        """The progress bar's `row i/N` and the work of the later rows that have no finished run yet."""
+        self.rows.position = (i + 1, len(trainable))
+        self.rows.later = [row_work(r) for r in trainable[i + 1:] if self.plan.finished_run(r) is None]
 
     def run_row(self, row: Row) -> RunDir | None:
         try:
@@ -126,6 +136,8 @@ def evaluate_run(run_dir: str, data_dir: str | None = None, device: str = "auto"
     """Re-evaluate a finished run from its checkpoint on its test split."""
     rd = RunDir(Path(run_dir))
     cfg = rd.config()
+    if rd.done and not rd.checkpoint_path.is_file():
+        raise BvbenchError(no_weights_message(rd, cfg))
     ckpt = rd.checkpoint()
     row = cfg.row
     dev = pick_device(device)
@@ -137,6 +149,25 @@ def evaluate_run(run_dir: str, data_dir: str | None = None, device: str = "auto"
     logits, targets = predict(model, loader, dev)
     metrics, _ = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
     return {"run": str(rd.path), "data": info.display, **metrics}
+
+
+def no_weights_message(rd: RunDir, cfg: Any) -> str:
+    """A finished run without checkpoint.pt (committed results keep metrics, not weights): how to get them."""
+    head = (f"{rd.path} has no checkpoint.pt: committed results carry no weights (metrics, tables and figures "
+            "only)")
+    if not cfg.recipe or not cfg.profile:
+        return head + "; retrain the run with the command that made it"
+    sets = ""
+    try:
+        own = load_recipe(cfg.recipe, cfg.profile).row(cfg.row.name).data.name
+        sets = f" --set data.name={cfg.row.data.name}" if own != cfg.row.data.name else ""
+    except BvbenchError:
+        pass
+    cmd = (f"bvbench run {cfg.recipe} --profile {cfg.profile} --rows {cfg.row.name} --seed {cfg.seed}{sets} "
+           "--out retrained")
+    return (f"{head}; retrain it with the same command into another folder (same configuration and seed: on the "
+            f"same machine and thread count the same weights): `{cmd}`, then `bvbench eval "
+            f"retrained/{cfg.recipe}/{cfg.row.name}/<run-id>`")
 
 
 __all__ = ["ADDED_FIELDS", "REFERENCE", "DistContext", "RunContext", "RowsFailed", "RunOptions", "RunPlan", "RowTrainer", "Runner", "build_row_model",

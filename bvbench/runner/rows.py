@@ -11,7 +11,6 @@ from typing import Any
 import torch
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -39,6 +38,7 @@ from bvbench.results import (
 )
 from bvbench.runner.lock import RunBusy
 from bvbench.runner.plan import RunPlan
+from bvbench.runner.progress import RowProgress, RowWork
 from bvbench.train.trainer import Diverged, Interrupted, StopFlag, Trainer, seed_everything
 
 console = Console(highlight=False, soft_wrap=True)
@@ -53,6 +53,8 @@ class RowTrainer:
         self.results, self.root, self.say = plan.results, plan.root, plan.say
         self._data: dict[str, Any] = {}
         self.stop = StopFlag()  # installed by the Runner for the whole run
+        self.position: tuple[int, int] | None = None  # (this row's number, rows to train), set by the Runner
+        self.later: list[RowWork] = []  # what the rows after it will train (the recipe's time estimate)
 
     # ------------------------------------------------------------- data
     def data(self, row: Row, split: str) -> tuple[Any, Any]:
@@ -200,13 +202,11 @@ class RowTrainer:
         pause_for_tests("setup")  # data and model built, nothing trained yet
         self.dist.barrier()
         t0 = time.perf_counter()
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f} "
-                                       "{task.fields[ips]:.0f} img/s"), TimeRemainingColumn(),
-                            console=console, transient=True, disable=not self.dist.main)
+        progress = RowProgress(console, self.position, self.later, disable=not self.dist.main)
         trainer = Trainer(row, model, train_set, test_loader, info.num_classes, self.device, rd.path, self.seed,
                           teacher=teacher, dist=self.dist, progress=progress, log=console.print,
                           wrap=self.dist.wrap, stop=self.stop)
+        progress.trainer = trainer
         try:
             with progress:
                 model = trainer.fit(resume=ckpt)
