@@ -14,6 +14,7 @@ from bvbench.results import config_hash
 ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("eval", "count_first_last"): "as_run",
     ("distill", "rank_norm"): "fro",
+    ("train", "compile"): False,
     ("model", "kwargs"): {},
 }
 
