@@ -1,14 +1,19 @@
 """Training-step time (forward + backward + AdamW step) of every method relative to `fp` on the same model:
 DeiT-Tiny dims (dim 192, 3 heads, depth 12, MLP 768) at 32x32 with patch 4 (65 tokens), batch 64, CPU.
-Each method is timed against a fresh `fp` model with the steps of the two interleaved (fastest step of each),
-after warm-up steps (the first forward initialises the lazy quantizer scales).
 
-Usage: `python benchmarks/train_step.py [--steps 5] [--warmup 2] [--batch 64] [--threads 2] [--only gsb,bivit]`.
+Each method is timed against a fresh `fp` model in interleaved pairs (the order inside a pair alternates), after
+warm-up steps (the first forward initialises the lazy quantizer scales; compiled models compile there); the
+figure is the median of the per-pair ratios, so load from other processes that hits both alike cancels.
+With `--compile`, a second column times both models under `torch.compile` (target: <= 1.15x fp, eager <= 1.3x).
+
+Usage: `python benchmarks/train_step.py [--pairs 7] [--warmup 2] [--batch 64] [--threads 2] [--only gsb,bivit]
+[--compile]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from typing import Any
 
@@ -44,55 +49,67 @@ def build(distilled: bool = False) -> nn.Module:
 class Stepper:
     """One model + optimizer + fixed batch; `step()` runs one timed training step."""
 
-    def __init__(self, name: str, opts: dict[str, Any], batch: int) -> None:
+    def __init__(self, name: str, opts: dict[str, Any], batch: int, compiled: bool = False) -> None:
         torch.manual_seed(0)
         self.model = build()
         methods.apply(self.model, MethodSpec(name=name, **opts))
         self.model.train()
+        self.net = torch.compile(self.model) if compiled else self.model
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.x, self.y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
 
     def step(self) -> float:
         t0 = time.perf_counter()
-        loss = nn.functional.cross_entropy(self.model(self.x), self.y)
+        loss = nn.functional.cross_entropy(self.net(self.x), self.y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         return time.perf_counter() - t0
 
 
-def compare(name: str, opts: dict[str, Any], batch: int, steps: int, warmup: int) -> tuple[float, float]:
-    """(fp seconds, method seconds): fastest step of each, the two models' steps interleaved so that load
-    from other processes on the machine hits both alike (the minimum is the least disturbed step)."""
-    fp, other = Stepper("fp", {}, batch), Stepper(name, opts, batch)
+def compare(name: str, opts: dict[str, Any], batch: int, pairs: int, warmup: int,
+            compiled: bool = False) -> tuple[float, float, float]:
+    """(fp median s, method median s, median of the per-pair ratios method / fp)."""
+    fp, other = Stepper("fp", {}, batch, compiled), Stepper(name, opts, batch, compiled)
     for _ in range(warmup):
         fp.step()
         other.step()
     t_fp, t_m = [], []
-    for _ in range(steps):
-        t_fp.append(fp.step())
-        t_m.append(other.step())
-    return min(t_fp), min(t_m)
+    for i in range(pairs):
+        if i % 2:
+            t_m.append(other.step())
+            t_fp.append(fp.step())
+        else:
+            t_fp.append(fp.step())
+            t_m.append(other.step())
+    ratios = [m / f for f, m in zip(t_fp, t_m, strict=True)]
+    return statistics.median(t_fp), statistics.median(t_m), statistics.median(ratios)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--pairs", type=int, default=7, help="interleaved (fp, method) step pairs per case")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="", help="comma-separated method names (each is compared with fp)")
+    ap.add_argument("--compile", action="store_true", help="also time both models under torch.compile")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     only = set(filter(None, a.only.split(",")))
     cases = [c for c in CASES if (not only or c[0] in only) and c[0] != "fp"]
-    print(f"| method | options | fp step (ms) | method step (ms) | x fp |   (batch {a.batch}, {a.threads} threads, "
-          f"fastest of {a.steps} interleaved steps)")
-    print("|---|---|---:|---:|---:|")
+    extra = " | fp compiled (ms) | method compiled (ms) | compiled x fp" if a.compile else ""
+    print(f"| method | options | fp step (ms) | method step (ms) | x fp{extra} |   (batch {a.batch}, {a.threads} "
+          f"threads, medians of {a.pairs} interleaved pairs)")
+    print("|---|---|---:|---:|---:|" + ("---:|---:|---:|" if a.compile else ""))
     for name, opts in cases:
-        t_fp, t = compare(name, opts, a.batch, a.steps, a.warmup)
+        t_fp, t, r = compare(name, opts, a.batch, a.pairs, a.warmup)
         o = ", ".join(f"{k}={v}" for k, v in opts.items())
-        print(f"| {name} | {o} | {1000 * t_fp:.0f} | {1000 * t:.0f} | {t / t_fp:.2f} |", flush=True)
+        line = f"| {name} | {o} | {1000 * t_fp:.0f} | {1000 * t:.0f} | {r:.2f} |"
+        if a.compile:
+            c_fp, c, cr = compare(name, opts, a.batch, a.pairs, a.warmup + 1, compiled=True)
+            line += f" {1000 * c_fp:.0f} | {1000 * c:.0f} | {cr:.2f} |"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -49,22 +49,31 @@ class AttentionPrecision:
 def gt(x: Tensor, t: Tensor | float) -> Tensor:
     """1[x > t] in x's dtype and shape. Comparing straight into a float tensor is one pass; `(x > t).to(dtype)`
     (a bool tensor, then a conversion) costs several times more on the CPU, and masks are most of the work of
-    the attention binarizers."""
+    the attention binarizers. Under torch.compile (which cannot trace `out=` into a strided tensor) the plain
+    form, which the compiler fuses into one pass anyway: the same 0/1 values either way."""
+    if torch.compiler.is_compiling():
+        return (x > t).to(x.dtype)
     return torch.gt(x, t, out=torch.empty_like(x))
 
 
 def ge(x: Tensor, t: Tensor | float) -> Tensor:
     """1[x >= t] in x's dtype and shape (see `gt`)."""
+    if torch.compiler.is_compiling():
+        return (x >= t).to(x.dtype)
     return torch.ge(x, t, out=torch.empty_like(x))
 
 
 def lt(x: Tensor, t: Tensor | float) -> Tensor:
     """1[x < t] in x's dtype and shape (see `gt`)."""
+    if torch.compiler.is_compiling():
+        return (x < t).to(x.dtype)
     return torch.lt(x, t, out=torch.empty_like(x))
 
 
 def le(x: Tensor, t: Tensor | float) -> Tensor:
     """1[x <= t] in x's dtype and shape (see `gt`)."""
+    if torch.compiler.is_compiling():
+        return (x <= t).to(x.dtype)
     return torch.le(x, t, out=torch.empty_like(x))
 
 
@@ -98,13 +107,17 @@ class LazyInit(Quantizer):
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self._init_seen = False  # a Python mirror of the buffer: torch.compile guards on it instead of breaking
 
     def maybe_init(self, x: Tensor) -> None:
         """Call `init_from(x)` once, at the first forward, without recording gradients."""
+        if self._init_seen:
+            return
         if not bool(self.initialized):
             with torch.no_grad():
                 self.init_from(x.detach())
             self.initialized.fill_(True)
+        self._init_seen = True
 
     def init_from(self, x: Tensor) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -74,9 +74,10 @@ class _GSBAttentionFn(Function):
             out = gt(a, 0.5 * rowmax).mul_(alpha[0])
         else:
             out = gt(a, 0.5 * alpha[0]).mul_(alpha[0])  # a0 * clip(round(A_ret / a0), 0, 1)
+        compiling = torch.compiler.is_compiling()  # no `out=` under the compiler (see quant.base.gt); same values
         m = torch.empty_like(a)  # one mask buffer, reused
         for i, c in enumerate(coeffs, start=1):
-            out.addcmul_(torch.gt(a, c * rowmax, out=m), alpha[i])  # + a_i * M_i
+            out.addcmul_(gt(a, c * rowmax) if compiling else torch.gt(a, c * rowmax, out=m), alpha[i])  # + a_i M_i
         ctx.save_for_backward(a, alpha, rowmax)
         ctx.coeffs, ctx.grad_scale, ctx.mask0 = coeffs, grad_scale, mask0
         return out
@@ -93,8 +94,9 @@ class _GSBAttentionFn(Function):
         else:
             local = lt((a - 0.5 * a0).abs_(), 0.5 * a0)  # A_0 = 1[0 < A_ret / a0 < 1], GSB Eq. 17-18
             galpha = [(g * gt(a, 0.5 * a0)).sum() - (g * local).mul_(a).sum() / a0]  # GSB Eq. 14
+        compiling = torch.compiler.is_compiling()
         for i, c in enumerate(ctx.coeffs, start=1):
-            torch.gt(a, c * rowmax, out=m)
+            m = gt(a, c * rowmax) if compiling else torch.gt(a, c * rowmax, out=m)
             galpha.append((g * m).sum())  # GSB Eq. 15
             local.addcmul_(_mask_local(a, c, rowmax, m), alpha[i])
         return g * local, torch.stack(galpha) * ctx.grad_scale, None, None, None  # GSB Eq. 16
@@ -103,8 +105,8 @@ class _GSBAttentionFn(Function):
 def _mask_local(a: Tensor, c: float, rowmax: Tensor, m: Tensor) -> Tensor:
     """1[0 < A_ret - Theta < 1] from m = 1[A_ret > Theta], Theta = c rowmax (GSB Eq. 20), in place in m. A_ret -
     Theta <= (1 - c) rowmax: the upper bound holds everywhere when every rowmax < 1 / (1 - c) (softmax maps)."""
-    if bool(((1 - c) * rowmax >= 1).any()):
-        m.mul_(lt(a, c * rowmax + 1))
+    if torch.compiler.is_compiling() or bool(((1 - c) * rowmax >= 1).any()):  # compiled: no data-dependent
+        m.mul_(lt(a, c * rowmax + 1))  # branch; the factor is all ones where eager skips it
     return m
 
 

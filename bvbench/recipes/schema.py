@@ -185,6 +185,8 @@ class TrainConfig(Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
     amp: bool = Field(True, description="bf16/fp16 autocast on CUDA; ignored on the CPU")
+    compile: bool = Field(False, description="torch.compile the training model (every method compiles without a "
+                          "graph break); fused kernels round differently, so a compiled run is another run")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cut epochs short (smoke tests)")
     checkpoint_every: int | str | None = Field(
         None, description="also save a step checkpoint every N steps (50) or M minutes ('10min'); not part of "

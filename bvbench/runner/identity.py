@@ -24,6 +24,7 @@ from bvbench.threads import resolve_threads
 ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("eval", "count_first_last"): "as_run",
     ("distill", "rank_norm"): "fro",
+    ("train", "compile"): False,
     ("model", "kwargs"): {},
 }
 

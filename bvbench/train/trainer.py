@@ -316,6 +316,8 @@ class Trainer:
         if is_distilled(self.model):
             self.model.set_distilled_training(self.row.distill.kind != "none" and self.teacher is not None)
         self.net = self.wrap(self.model)
+        if self.cfg.compile:  # the state dict, hooks and evaluation keep using the plain module
+            self.net = torch.compile(self.net)
         self.final_eval = None
         self.opt = build_optimizer(self.model, self.cfg, effective_lr(self.cfg, stage.lr or self.cfg.lr))
 
