@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from bvbench.recipes import available, load_recipe
     from bvbench.report.plots import plot_recipe
     from bvbench.report.readme import write_readme
-    from bvbench.report.table import build_summary, build_tables, write_summary, write_tables
+    from bvbench.report.table import build_summary, recipe_tables, write_summary, write_tables
     from bvbench.results import atomic_write_json, now
     from bvbench.runner import RunOptions, run_recipe
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         for e in entries:
             rec = load_recipe(e["recipe"])
             if (out / rec.name).is_dir():
-                write_tables(build_tables(rec, out, "cpu"), out, rec.name)
+                write_tables(recipe_tables(e["recipe"], out, "cpu"), out, rec.name)
                 plot_recipe(rec, out, "cpu", log=lambda m: print(m, flush=True))
         out.mkdir(parents=True, exist_ok=True)
         write_summary(build_summary([load_recipe(e["recipe"]) for e in entries], out, "cpu"), out)

@@ -235,3 +235,24 @@ def test_complexity_columns_come_from_the_paper_scale_model(recipe_file: Path, t
     assert fp.ops == 6.0e5 and "trained model" in tb.summary_markdown(lines)
     summary = next(csv.DictReader(io.StringIO(tb.summary_csv(lines))))
     assert float(summary["param_count"]) == pytest.approx(0.012345)
+
+
+# -------------------------------------------------------------------------- the run's table is the table
+
+
+def test_run_prints_the_table_that_table_prints(cli, tmp_path: Path) -> None:
+    """`bvbench run` with a data-set override and a protocol override prints `bvbench table`'s table: the
+    data-set note, n/c and the `smoke*` cell included."""
+    from tests.conftest import write_recipe
+
+    recipe = write_recipe(tmp_path)
+    out = tmp_path / "res"
+    code, stdout, err = cli("run", str(recipe), "--out", str(out), "--device", "cpu", "--profile", "smoke",
+                            "--set", "data.name=digits", "--set", "data.test_subset=40")
+    assert code == 0, err
+    printed = stdout[stdout.index("### tiny — Table 1"):]
+    code, table, _ = cli("table", str(recipe), "--results", str(out), "--profile", "smoke")
+    assert code == 0 and printed.strip() == table.strip()
+    assert "Not the paper's data set" in table and "| n/c " in table and "smoke*" in table
+    assert "data.test_subset=40 (profile: None)" in table
+    assert (out / "tiny" / "table.md").read_text().strip() == table.strip()
