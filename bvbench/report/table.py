@@ -289,7 +289,8 @@ class _Profiles:
     """The recipe loaded at each profile, once (for what a run's `--set` changed)."""
 
     def __init__(self, source: str) -> None:
-        self.source, self.cache = source, {}  # type: ignore[var-annotated]
+        self.source = source
+        self.cache: dict[str, Recipe | None] = {}
 
     def row(self, profile: str | None, name: str) -> Row | None:
         if not profile:

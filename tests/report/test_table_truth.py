@@ -256,3 +256,17 @@ def test_run_prints_the_table_that_table_prints(cli, tmp_path: Path) -> None:
     assert "Not the paper's data set" in table and "| n/c " in table and "smoke*" in table
     assert "data.test_subset=40 (profile: None)" in table
     assert (out / "tiny" / "table.md").read_text().strip() == table.strip()
+
+
+def test_extra_sections_follow_the_footnote_in_every_format(recipe_file: Path, tmp_path: Path) -> None:
+    """The place claims and verdicts plug into: `Table.sections`, rendered after the table and its footnote."""
+    res = tmp_path / "res"
+    fake_run(res, recipe_file, "fp")
+    tables = _tables(recipe_file, res)
+    tables[0].sections.append(tb.Section("Claims", ["claim", "verdict"], [["a > b | c", "holds"]], "paired test"))
+    md = tb.to_markdown(tables)
+    assert md.index("#### Claims") > md.index("_Measured on") and "a > b \\| c" in md and "_paired test_" in md
+    assert md.index("#### Claims") < md.index("### truth — Table 2")
+    tex = tb.to_latex(tables)
+    assert r"\caption{Claims}" in tex and "a > b | c & holds" in tex
+    assert len(tb.to_rich(tables)) == 3  # two tables and the section
