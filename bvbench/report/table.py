@@ -583,10 +583,18 @@ def bits(w_a: str | None) -> tuple[str, str]:
         return "", ""
 
 
+BITS_LABELS = ("W-A", "#BITS", "BITS", "W/A", "#BITS (W-A)")
+
+
+def bits_column(c: PaperColumn) -> bool:
+    """A descriptive column holding the W-A bit widths ('W-A', '#Bits', ...)."""
+    return not c.measured and (c.key in ("w_a", "bits") or c.label.strip().upper() in BITS_LABELS)
+
+
 def row_w_a(t: Table, r: TableRow) -> str | None:
     """The row's W-A bits as the paper printed them (a `w_a` cell, else a text column labelled W-A)."""
     for c in t.columns:
-        if not c.measured and (c.key == "w_a" or c.label.strip().upper() == "W-A"):
+        if bits_column(c):
             v = r.cells[c.key].paper
             if v is not None:
                 return str(v)
@@ -681,7 +689,7 @@ def _csv_line(t: Table, r: TableRow, keys: list[str]) -> dict[str, Any]:
         line[f"measured_{k}"], line[f"measured_{k}_std"] = _num(c.measured), _num(c.std)
         line[f"delta_{k}"] = _num(c.delta)
         nc = nc or c.not_comparable
-    line["comparable"] = "no" if nc else "yes" if r.runs else ""
+    line["comparable"] = "" if not r.runs else "no" if nc or not comparable(r.differs) else "yes"
     line["differs"] = "; ".join(f"{k} {a} (paper: {b})" for k, (a, b) in r.differs.items())
     return line
 
@@ -799,7 +807,7 @@ def _w_a(recipe: Recipe, row: Any) -> str | None:
     if row.paper.get("w_a") is not None:
         return str(row.paper["w_a"])
     for c in recipe.paper.table(row.table).columns:
-        if not c.measured and c.label.strip().upper() == "W-A" and row.paper.get(c.key) is not None:
+        if bits_column(c) and row.paper.get(c.key) is not None:
             return str(row.paper[c.key])
     return None
 
