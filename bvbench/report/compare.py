@@ -41,6 +41,7 @@ def model_signature(row: Row) -> str:
         return f"{row.model.source} {row.model.name}"
     over = [f"{ARCH_NAMES[f]} {v:g}" if isinstance(v, float) else f"{ARCH_NAMES[f]} {v}"
             for f in ARCH_FIELDS if (v := getattr(row.model, f)) is not None]
+    over += [f"{k} {v}" for k, v in sorted((getattr(row.model, "kwargs", None) or {}).items())]
     name = row.model.name
     return name + (f" ({', '.join(over)})" if over else "")
 

@@ -127,6 +127,15 @@ def test_delta_is_suppressed_when_the_model_or_input_size_differs(recipe_file: P
     assert row.cells["top1"].not_comparable and row.differs["image size"] == ("32 px", "16 px")
 
 
+def test_architecture_kwargs_are_part_of_the_model(recipe_file: Path) -> None:
+    from bvbench.report.compare import Setup, comparable, differences
+
+    row = load_recipe(str(recipe_file)).row("fp")
+    other = row.model_copy(update={"model": row.model.model_copy(update={"kwargs": {"window_size": 4}})})
+    diff = differences(Setup.of(other), Setup.of(row))
+    assert set(diff) == {"model"} and "window_size 4" in diff["model"][0] and not comparable(diff)
+
+
 def test_fewer_epochs_alone_keep_the_delta_but_are_named(recipe_file: Path, tmp_path: Path) -> None:
     res = tmp_path / "res"
     fake_run(res, recipe_file, "fp", sets=["train.epochs=2"])
