@@ -13,14 +13,22 @@ from bvbench.errors import BvbenchError
 from bvbench.models import build_model, load_state, unfused_attention
 from bvbench.recipes.schema import Row
 
-METHODS_VERSION = "d6e30f6b"
+METHODS_VERSION = "f13a5c2e"
 """The version of what the quantizers and methods compute, part of every run's identity. It began as a hash of
 their sources; change it (to any new string) with every change that alters their numbers, and leave it as it
 is for changes that do not (speed, refactoring), so finished runs stay valid and are reused."""
 
 
-def methods_version() -> str:
-    """The code version of the methods in a run's identity (see `METHODS_VERSION`)."""
+FP_METHODS_VERSION = "d6e30f6b"
+"""The version in the identity of a row that runs no quantizer (method fp in every stage): a change of the
+quantizers alters none of its numbers, so it keeps the ids it had (fp teachers are not rerun for it)."""
+
+
+def methods_version(row: Row | None = None) -> str:
+    """The code version of the methods in a run's identity (see `METHODS_VERSION`; `FP_METHODS_VERSION` for a
+    `row` that is full precision in every stage)."""
+    if row is not None and all(s.method is None or s.method.name == "fp" for s in row.resolved_stages()):
+        return FP_METHODS_VERSION
     return METHODS_VERSION
 
 

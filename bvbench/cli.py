@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 import threading
@@ -57,15 +58,17 @@ def list_cmd(
         t.add_column("tables", max_width=12)
         t.add_column("data set", no_wrap=True)
         t.add_column("rows (run)", no_wrap=True)
+        t.add_column("not supported")
         for name in recipes.available():
             try:
                 r = recipes.load_recipe(name)
             except BvbenchError as e:
-                t.add_row(name, f"[red]invalid: {str(e).splitlines()[0]}[/]", "", "", "")
+                t.add_row(name, f"[red]invalid: {str(e).splitlines()[0]}[/]", "", "", "", "")
                 continue
             run = sum(x.status == "run" for x in r.rows)
             t.add_row(name, r.paper.short, ", ".join(x.name.removeprefix("Table ") for x in r.paper.tables),
-                      r.data.name, f"{len(r.rows)} ({run})")
+                      r.data.name, f"{len(r.rows)} ({run})",
+                      "; ".join(f"{x.table}: {x.reason}" for x in r.paper.not_supported))
     elif kind is Kind.datasets:
         from bvbench.data import DATASETS, dataset_info
 
@@ -153,7 +156,10 @@ def run(
     seeds: Annotated[int | None, typer.Option(min=1, help="run every row with N seeds: the recipe's seed and the "
                                                         "next N-1 (tables show mean ± std)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    resume: Annotated[bool, typer.Option(help="continue unfinished runs from their last checkpoint")] = False,
+    resume: Annotated[bool, typer.Option(help="(the default) an unfinished run is always continued from its last "
+                                              "checkpoint; kept for older scripts")] = False,
+    restart: Annotated[bool, typer.Option(help="discard unfinished runs (moved aside into .discarded/ beside them) and "
+                                               "train those rows afresh; finished runs are kept")] = False,
     launcher: Annotated[str, typer.Option(help="none (train here), local (submitit jobs on this machine) or "
                                                "slurm (one job per row, teachers first, requeued on preemption)")] = "none",
     partition: Annotated[str | None, typer.Option(help="Slurm partition (--launcher slurm)")] = None,
@@ -163,9 +169,12 @@ def run(
                                                       "before it and the row resumes)")] = 24.0,
     steal_stale: Annotated[bool, typer.Option(help="take over run folders whose lock is stale (no heartbeat for "
                                                    "10 minutes)")] = False,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default $BVBENCH_THREADS or usable cores)")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU intra-op threads (default $BVBENCH_THREADS, else usable "
+                                                     "cores minus the row's loader workers); part of a CPU run's id")] = None,
 ) -> None:
-    """Train and evaluate each row of a recipe; finished runs are reused, never overwritten.
+    """Train and evaluate each row of a recipe; finished runs are reused, never overwritten; an unfinished run
+    is continued from its last checkpoint (no --resume needed; --restart discards it). SIGUSR1 (Slurm, before the
+    time limit) saves a checkpoint at the next step and exits 138: requeue the job and the same command continues.
 
     One process writes a run folder at a time: it holds a lock file beside it (.<run-id>.lock: host, pid,
     start, a heartbeat every 30 s). A row whose folder another live process holds is skipped with a one-line
@@ -177,6 +186,7 @@ def run(
 
     from bvbench.recipes import load_recipe
     from bvbench.recipes.schema import MAX_SEED
+    from bvbench.report.claims import build_claims, claims_markdown, write_claims
     from bvbench.report.table import recipe_tables, to_markdown, write_tables
     from bvbench.runner import RowsFailed, RunOptions, run_recipe
 
@@ -187,7 +197,8 @@ def run(
                            "recipe's seed and the next N-1")
     opts = RunOptions(profile=profile, rows=rows.split(",") if rows else None, sets=set_ or [], data_dir=data_dir,
                       download=download, out=out, seed=seed, device=device, resume=resume,
-                      steal_stale=steal_stale)
+                      steal_stale=steal_stale, threads=threads,
+                      restart=restart)
     failures: list[RowsFailed] = []
     if launcher != "none":
         _launch(recipe, opts, launcher, partition, gpus_per_node, nodes, time)
@@ -203,7 +214,9 @@ def run(
             rec = _run_seed(run_recipe, recipe, replace(opts, seed=first + i), failures)
     tables = recipe_tables(recipe, Path(out), profile)  # what `bvbench table --profile P` prints
     write_tables(tables, Path(out), rec.name)
-    print(to_markdown(tables))
+    claims = build_claims(load_recipe(recipe), Path(out), profile)
+    write_claims(claims, Path(out), rec.name)
+    print(to_markdown(tables) + ("\n" + claims_markdown(rec.name, claims) if claims else ""))
     if failures:  # the table is written; the exit code still says that rows are missing
         raise failures[0] if len(failures) == 1 else RowsFailed("; ".join(
             f"seed {first + i}: {f}" for i, f in enumerate(failures)))
@@ -275,6 +288,7 @@ def table(
     """Comparison tables: the paper's numbers next to ours (also written to results/<recipe>/table.*)."""
     from bvbench.recipes import available, load_recipe
     from bvbench.report import table as tb
+    from bvbench.report.claims import build_claims, claims_markdown, claims_rich, write_claims
 
     if format_ not in (None, *tb.FORMATS):
         raise BvbenchError(f"--format {format_!r}: choose md, csv, tex or rich")
@@ -302,20 +316,25 @@ def table(
             raise BvbenchError("--summary writes md or csv; --format tex is for the paper tables")
         text = tb.summary_markdown(lines) if fmt == "md" else tb.summary_csv(lines)
     else:
-        all_tables = []
+        all_tables, all_claims = [], []
         for name in names:
+            rec = load_recipe(name)
             tables = tb.recipe_tables(name, res, profile)
-            if (res / tables[0].recipe).is_dir():
-                tb.write_tables(tables, res, tables[0].recipe)
+            claims = build_claims(rec, res, profile)  # the "Claims" section after the tables
+            if (res / rec.name).is_dir():
+                tb.write_tables(tables, res, rec.name)
+                write_claims(claims, res, rec.name)
             all_tables += tables
+            all_claims += [(rec.name, claims)] if claims and view != "paper" else []
         rendered = tb.render(all_tables, fmt, view)
         if not isinstance(rendered, str):
-            for i, t in enumerate(rendered):
+            for i, t in enumerate(rendered + [claims_rich(*c) for c in all_claims]):
                 if i:
                     console.print()
                 console.print(t)
             return
         text = rendered
+        text += "".join("\n" + claims_markdown(*c) for c in all_claims) if fmt == "md" else ""
     if out:
         from bvbench.results import atomic_write_text
 
@@ -491,7 +510,7 @@ def export(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2, never a traceback; a signal prints one line and exits
     128 + its number (130 for Ctrl-C, 143 for SIGTERM), whatever the command was doing."""
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
     if threading.current_thread() is threading.main_thread():
         for s in old:
             signal.signal(s, _stop_now)
@@ -536,6 +555,10 @@ def _usage_error(e: Exception) -> int | None:
 
     if isinstance(e, click.exceptions.Abort | typer.exceptions.Abort):
         return 130
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # a write outside the atomic helpers
+        err.print(f"[red]error:[/] no space left on the device{escape(f' writing {e.filename}' if e.filename else '')}; "
+                  "files written before are kept")
+        return 2
     if isinstance(e, click.exceptions.Exit | typer.exceptions.Exit):
         return int(getattr(e, "exit_code", 0) or 0)
     if isinstance(e, click.exceptions.ClickException | typer.exceptions.TyperException) and hasattr(e, "show"):

@@ -8,6 +8,9 @@ and its section in results/README.md says so; without either it is skipped with 
 Finished runs are reused (run ids hash the resolved configuration, across recipes), unfinished ones resumed,
 so a second call continues where the first stopped and shared teachers train once. When the time budget is
 spent, the remaining recipes are left for the next call (and marked so): the run never stops mid-row.
+The rows of each recipe's headline claims (`claims:` with `headline: true`) run HEADLINE_SEEDS seeds
+(`--headline-seeds`), so the claims section (results/<recipe>/claims.md) shows their seed spread; extra seeds
+start only within the budget.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bvbench.errors import BvbenchError, DataMissingError, InterruptedRun
+from bvbench.errors import BvbenchError, DataMissingError, InterruptedRun, Stopped, signal_name, signals_stop
 
 # The order in which recipes run: what issue #4 commits first, then the recipes that reuse their runs.
 ORDER = ["quickstart", "bitnet-vit-cifar10", "bitvit-cifar10", "gsb-cifar100", "bitnet-vit-cifar100",
          "gsb-chaoyang", "gsb-flowers102", "bivit-imagenet", "bi-vit-imagenet", "bivit-tinyimagenet"]
 FALLBACK = "cifar10"
+HEADLINE_SEEDS = 3  # the rows of each recipe's headline claims run this many seeds (claims show the spread)
 
 
 def data_present(name: str, root: Path) -> str | None:
@@ -60,26 +64,73 @@ def plan(names: list[str], root: Path) -> list[dict[str, Any]]:
     return out
 
 
-def finished_rows(name: str, results: Path, sets: list[str]) -> tuple[int, int]:
-    """(rows with a finished run of the cpu profile for the configuration `sets` gives, rows to run)."""
+def finished_rows(name: str, results: Path, sets: list[str], ctx: Any) -> tuple[int, int]:
+    """(rows with a finished run of the cpu profile for the configuration `sets` gives in context `ctx`
+    (device, threads, data copy), rows to run)."""
     from bvbench.recipes import load_recipe
     from bvbench.results import RunDir, safe_child
     from bvbench.runner import run_id
 
     rec = load_recipe(name, "cpu", sets)
     rows = [r for r in rec.rows if r.status == "run"]
-    done = sum(RunDir(safe_child(results, rec.name, r.name, run_id(rec, r, rec.seed))).done for r in rows)
+    done = sum(RunDir(safe_child(results, rec.name, r.name, run_id(rec, r, rec.seed, ctx))).done for r in rows)
     return done, len(rows)
 
 
+def headline_rows(name: str) -> list[str]:
+    """The rows the recipe's headline claims compare (`claims: - {..., headline: true}`), in claim order."""
+    from bvbench.recipes import load_recipe
+
+    rec = load_recipe(name, "cpu")
+    rows = [r for c in rec.claims if c.headline for r in (c.better, c.worse) if rec.row(r).status == "run"]
+    return list(dict.fromkeys(rows))
+
+
+def run_headline_seeds(entry: dict[str, Any], opts: Any, run_recipe: Any, n: int = HEADLINE_SEEDS,
+                       over_budget: Any = lambda: False) -> list[int]:
+    """Seeds 2 ... n (after the recipe's own) of the headline rows, their teachers with them; none is started
+    once `over_budget()` (the next call continues: finished seeds are reused)."""
+    from dataclasses import replace
+
+    from bvbench.recipes import load_recipe
+
+    rows = headline_rows(entry["recipe"])
+    first = load_recipe(entry["recipe"], "cpu", entry["sets"]).seed
+    done = []
+    for s in [first + i for i in range(1, n)] if rows else []:
+        if over_budget():
+            print(f"--- nightly: {entry['recipe']} headline seed {s} left for the next call (budget spent)",
+                  flush=True)
+            break
+        print(f"--- nightly: {entry['recipe']} headline rows {', '.join(rows)}, seed {s}", flush=True)
+        run_recipe(entry["recipe"], replace(opts, rows=rows, seed=s))
+        done.append(s)
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit code 0 (all finished), 1 (a recipe failed or was left), 2 (a user error), 128 + signal (130 Ctrl-C,
+    143 SIGTERM), as `bvbench run`."""
+    with signals_stop():
+        try:
+            return _main(argv)
+        except Stopped as e:
+            print(f"interrupted by {signal_name(e.signum)}" + (f" and {e.where}" if e.where else ""),
+                  file=sys.stderr)
+            return e.exit_code
+
+
+def _main(argv: list[str] | None) -> int:
+    from bvbench.build import pick_device
     from bvbench.data import data_root
     from bvbench.recipes import available, load_recipe
+    from bvbench.report.claims import build_claims, write_claims
     from bvbench.report.plots import plot_recipe
     from bvbench.report.readme import write_readme
     from bvbench.report.table import build_summary, recipe_tables, write_summary, write_tables
     from bvbench.results import atomic_write_json, now
-    from bvbench.runner import RunOptions, run_recipe
+    from bvbench.runner import RunContext, RunOptions, run_recipe
+    from bvbench.runner.identity import REFERENCE_THREADS
 
     ap = argparse.ArgumentParser(prog="python -m bvbench.nightly", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="results", help="results folder (default: results)")
@@ -88,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated recipes (default: all, in the nightly order)")
     ap.add_argument("--report-only", action="store_true", help="rebuild tables, plots and README; train nothing")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=REFERENCE_THREADS,
+                    help=f"CPU intra-op threads (default {REFERENCE_THREADS}: those of the committed results, so "
+                         "the nightly reuses and reproduces them on any machine)")
+    ap.add_argument("--headline-seeds", type=int, default=HEADLINE_SEEDS,
+                    help=f"seeds of the headline claims' rows (default {HEADLINE_SEEDS}; 1: the recipe's seed only)")
     args = ap.parse_args(argv)
 
     try:
@@ -104,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         root = data_root(args.data_dir)
         status_path = out / "nightly.json"
+        ctx = RunContext(device=pick_device(args.device).type, threads=args.threads, root=root)
         entries = plan(names, root)
         t0 = time.monotonic()
         budget = args.budget_hours * 3600
@@ -111,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             if e.get("status") == "skipped":
                 continue
             if args.report_only:  # what is on disk for exactly this configuration
-                done, total = finished_rows(e["recipe"], out, e["sets"])
+                done, total = finished_rows(e["recipe"], out, e["sets"], ctx)
                 e["status"] = "finished" if done == total else f"partial ({done} of {total} rows finished)"
                 continue
             if time.monotonic() - t0 > budget:
@@ -122,8 +179,12 @@ def main(argv: list[str] | None = None) -> int:
             start = time.monotonic()
             e["started"] = now()
             try:
-                run_recipe(e["recipe"], RunOptions(profile="cpu", sets=e["sets"], data_dir=args.data_dir,
-                                                   out=str(out), device=args.device, resume=True))
+                opts = RunOptions(profile="cpu", sets=e["sets"], data_dir=args.data_dir, out=str(out),
+                                  device=args.device, resume=True, threads=args.threads)
+                run_recipe(e["recipe"], opts)
+                e["headline_seeds"] = [load_recipe(e["recipe"], "cpu", e["sets"]).seed,
+                                       *run_headline_seeds(e, opts, run_recipe, args.headline_seeds,
+                                                           lambda: time.monotonic() - t0 > budget)]
                 e["status"] = "finished"
             except InterruptedRun:
                 raise
@@ -135,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             rec = load_recipe(e["recipe"])
             if (out / rec.name).is_dir():
                 write_tables(recipe_tables(e["recipe"], out, "cpu"), out, rec.name)
+                write_claims(build_claims(rec, out, "cpu"), out, rec.name)
                 plot_recipe(rec, out, "cpu", log=lambda m: print(m, flush=True))
         out.mkdir(parents=True, exist_ok=True)
         write_summary(build_summary([load_recipe(e["recipe"]) for e in entries], out, "cpu"), out)
@@ -146,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.report_only or all(e["status"] in ("finished", "skipped") for e in entries) else 1
     except InterruptedRun as e:
         print(f"interrupted: {e}", file=sys.stderr)
-        return 130
+        return e.exit_code
     except BvbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code if hasattr(e, "exit_code") else 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -10,6 +11,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +33,68 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _storage_bytes(obj: Any) -> int:
+    """Bytes of the distinct tensor storages in `obj` (dicts, lists, tuples): about what torch.save writes."""
+    seen: dict[int, int] = {}
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            st = x.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+        elif isinstance(x, dict):
+            stack += list(x.values())
+        elif isinstance(x, list | tuple):
+            stack += list(x)
+    return sum(seen.values())
+
+
+def _write_failure(e: BaseException, path: Path, need: int) -> BvbenchError | None:
+    """The user error for a failed write of `path` (about `need` bytes): a full disk says so, another OS error
+    names its reason (a file where a folder should be, no permission); None for other exceptions."""
+    import errno
+    import shutil
+
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+    torch_write = isinstance(e, RuntimeError) and any(
+        m in str(e) for m in ("inline_container", "PytorchStreamWriter", "file write failed"))
+    if not (full or torch_write):
+        if not isinstance(e, OSError):
+            return None
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else e.strerror or type(e).__name__
+        return BvbenchError(f"cannot write {path}: {why}")
+    kept = f"the previous {path.name} is kept" if path.exists() else f"{path.name} was not written"
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = 0
+    if full or free < need + 2**20:
+        return BvbenchError(f"no space left on {path.parent} ({free / 2**20:.1f} MiB free, {path.name} needs about "
+                            f"{need / 2**20:.1f} MiB); {kept}; free some space and run again (--resume continues)")
+    return BvbenchError(f"cannot write {path}: {str(e).splitlines()[0][:120]}; {kept}")
+
+
+def _user_error_when_disk_full(write: Callable[..., None]) -> Callable[..., None]:
+    """Wrap an atomic writer: a full disk (ENOSPC, or torch's C++ write failure) becomes a one-line BvbenchError."""
+
+    @functools.wraps(write)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        raw = kwargs.get("path") or next(a for a in args if isinstance(a, str | Path))
+        try:
+            write(*args, **kwargs)
+        except (OSError, RuntimeError) as e:
+            path = Path(raw)
+            obj = next((a for a in [*args, *kwargs.values()] if a is not raw), b"")
+            need = len(obj) if isinstance(obj, bytes | str) else _storage_bytes(obj)
+            user = _write_failure(e, path, need)
+            if user is None:
+                raise
+            raise user from None
+
+    return wrapper
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename in `path` durable (a no-op where directories cannot be opened)."""
     try:
@@ -45,6 +109,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@_user_error_when_disk_full
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, rename, fsync the folder: readers see old or new,
     never half, and a crash right after leaves the new one."""
@@ -70,6 +135,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+@_user_error_when_disk_full
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save with the guarantees of `atomic_write_bytes` (temporary file, fsync, rename, fsync)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,9 +153,9 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def pause_for_tests(point: str) -> None:
-    """Tests only: with BVBENCH_TEST_PAUSE_AT=<point> the process stops itself (SIGSTOP) at that point, so a
-    test can signal it at an exact moment."""
-    if os.environ.get("BVBENCH_TEST_PAUSE_AT") == point:
+    """Tests only: with BVBENCH_TEST_PAUSE_AT=<point>[,<point>...] the process stops itself (SIGSTOP) at those
+    points, so a test can signal it at an exact moment."""
+    if point in os.environ.get("BVBENCH_TEST_PAUSE_AT", "").split(","):
         import signal
 
         os.kill(os.getpid(), signal.SIGSTOP)
@@ -124,7 +190,7 @@ def git_sha() -> str | None:
         return None
 
 
-def environment(device: torch.device, seed: int) -> dict[str, Any]:
+def environment(device: torch.device, seed: int, workers: int | None = None) -> dict[str, Any]:
     """Everything needed to repeat a run (lm-evaluation-harness style)."""
     import numpy
     import timm
@@ -142,7 +208,7 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
-        "thread_settings": thread_info(),
+        "thread_settings": thread_info(workers),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "seed": seed,
         "argv": sys.argv,
@@ -230,6 +296,7 @@ class RunConfig(BaseModel):
     data_dir: str | None = None
     row: Row
     reused_from: str | None = None
+    identity: dict[str, Any] | None = None  # the run's context (bvbench.runner.identity.identity_record)
 
 
 @dataclass
@@ -259,14 +326,23 @@ class RunDir:
             raise BvbenchError(f"{self.path} is not a bvbench run folder (no config.yaml)")
         try:
             raw = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as e:
+        except yaml.constructor.ConstructorError as e:
+            tag = f" {e.problem.split()[-1]}" if e.problem and "tag" in e.problem else ""
+            raise BvbenchError(f"{path} cannot be read: it holds a YAML tag{tag} that bvbench does not load (plain "
+                               "YAML only)") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             raise BvbenchError(f"{path} cannot be read ({type(e).__name__})") from None
-        if not isinstance(raw, dict) or "row" not in raw:
+        if not isinstance(raw, dict):
+            raise BvbenchError(f"{path} is a YAML {type(raw).__name__}, not a mapping: it has no `row:` (not a bvbench "
+                               "run configuration)")
+        if "row" not in raw:
             raise BvbenchError(f"{path} has no `row:` (not a bvbench run configuration)")
         try:
             return RunConfig.model_validate(raw)
         except ValidationError as e:
-            raise BvbenchError(f"{path} is not a valid bvbench run configuration: {e.errors()[0]['msg']}") from None
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise BvbenchError(f"{path} is not a valid bvbench run configuration: {where}: {first['msg']}") from None
 
     def row(self) -> Row:
         """The resolved row the run trained."""

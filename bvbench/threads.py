@@ -23,10 +23,12 @@ def prepare_env() -> None:
 
 
 def resolve_threads(threads: int | None, workers: int = 0) -> int:
-    """`threads`, else $BVBENCH_THREADS, else usable cores minus loader workers (never oversubscribed)."""
+    """`threads`, else $BVBENCH_THREADS, else this process's share of the usable cores (divided among the
+    processes torchrun starts on this node) minus its loader workers: threads + workers <= cores, at least 1."""
     raw = threads if threads is not None else os.environ.get("BVBENCH_THREADS")
     if raw is None:
-        return max(1, usable_cores() - max(0, workers))
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+        return max(1, usable_cores() // local - max(0, workers))
     try:
         n = int(raw)
     except ValueError:
@@ -45,9 +47,10 @@ def apply_threads(threads: int | None, workers: int = 0) -> int:
     return n
 
 
-def thread_info() -> dict[str, Any]:
-    """What env.json records about threads."""
+def thread_info(workers: int | None = None) -> dict[str, Any]:
+    """What env.json records about threads (and the loader workers beside them)."""
     torch = sys.modules.get("torch")
     return {"threads": torch.get_num_threads() if torch is not None else None, "usable_cores": usable_cores(),
+            "loader_workers": workers, "bvbench_threads": os.environ.get("BVBENCH_THREADS"),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}

@@ -13,7 +13,7 @@ def _check(result: tuple[int, str, str], *needles: str) -> None:
     code, out, err = result
     assert code == 2, (code, out, err)
     assert "Traceback" not in out + err
-    assert err.startswith("error:") and len(err.strip().splitlines()) <= 3, err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1, err  # one line, as the README says
     for n in needles:
         assert n in err, (n, err)
 

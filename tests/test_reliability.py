@@ -231,6 +231,12 @@ def test_torchrun_two_processes_gloo_matches_single_process(tiny_recipe: Path, t
     assert abs(a["top1"] - b["top1"]) <= 0.1, (a["top1"], b["top1"])
     runs = list((tmp_path / "two" / "tiny" / "fp").iterdir())
     assert len(runs) == 1  # rank 1 wrote nothing of its own
+    import yaml
+
+    (one,) = list((tmp_path / "one" / "tiny" / "fp").iterdir())
+    ident = yaml.safe_load((runs[0] / "config.yaml").read_text())["identity"]
+    assert (ident["world_size"], ident["global_batch"]) == (2, 16)  # the single run's global batch, 1 x 16
+    assert b["run_id"] != a["run_id"] and runs[0].name != one.name  # same global batch, still another run
 
 
 def test_sigterm_to_the_process_group_with_loader_workers_saves_and_exits_cleanly(tiny_recipe: Path,

@@ -160,25 +160,25 @@ def test_identical_run_under_another_recipe_is_adopted_not_retrained(cli, tmp_pa
 
 def test_a_field_added_later_at_its_neutral_value_keeps_run_ids(tiny_recipe: Path) -> None:
     from bvbench.recipes import load_recipe
-    from bvbench.runner import ADDED_FIELDS, row_identity, run_id
+    from bvbench.runner import ADDED_FIELDS, REFERENCE, row_identity, run_id
 
     base = load_recipe(str(tiny_recipe))
     row = base.row("fp")
     assert ("eval", "count_first_last") in ADDED_FIELDS
-    assert "count_first_last" not in row_identity(base, row, 0)["eval"]  # as_run: as before the field existed
-    assert "batch_size" in row_identity(base, row, 0)["eval"]  # other fields stay, default or not
+    assert "count_first_last" not in row_identity(base, row, 0, REFERENCE)["eval"]  # as_run: as before the field existed
+    assert "batch_size" in row_identity(base, row, 0, REFERENCE)["eval"]  # other fields stay, default or not
     other = load_recipe(str(tiny_recipe), "paper", ["eval.count_first_last=like_body"])
-    assert run_id(other, other.row("fp"), 0) != run_id(base, row, 0)
-    assert run_id(base, row, 0) != run_id(base, row, 1)
+    assert run_id(other, other.row("fp"), 0, REFERENCE) != run_id(base, row, 0, REFERENCE)
+    assert run_id(base, row, 0, REFERENCE) != run_id(base, row, 1, REFERENCE)
 
 
 def test_random_augmentation_enters_the_run_id_and_plain_rows_keep_theirs(tiny_recipe: Path) -> None:
     """Per-sample augmentation draws changed the numbers of rows with random per-image transforms only."""
     from bvbench.recipes import load_recipe
-    from bvbench.runner.identity import row_identity, run_id
+    from bvbench.runner.identity import REFERENCE, row_identity, run_id
 
     plain = load_recipe(str(tiny_recipe), "paper")
     noisy = load_recipe(str(tiny_recipe), "paper", ["train.augment.hflip=true"])
-    assert "augment_draws" not in row_identity(plain, plain.row("fp"), 0)
-    assert row_identity(noisy, noisy.row("fp"), 0)["augment_draws"] == "per-sample"
-    assert run_id(plain, plain.row("fp"), 0) == "paper-fake-seed0-6c572a01"  # the id this row had before
+    assert "augment_draws" not in row_identity(plain, plain.row("fp"), 0, REFERENCE)
+    assert row_identity(noisy, noisy.row("fp"), 0, REFERENCE)["augment_draws"] == "per-sample"
+    assert run_id(plain, plain.row("fp"), 0, REFERENCE) == "paper-fake-seed0-6c572a01"  # the id this row had before

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from bvbench.errors import BvbenchError
+from bvbench.errors import CorruptDataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,9 +77,11 @@ class FileSource(ImageSource):
         try:
             with Image.open(self.paths[i]) as im:
                 return im.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as e:  # PIL: unidentified, truncated or broken image files
-            raise BvbenchError(f"cannot read the image {self.paths[i]} ({type(e).__name__}); "
-                               "replace or delete the file") from None
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+            reason = "not an image file PIL can read" if isinstance(e, UnidentifiedImageError) else \
+                (str(e).splitlines()[0] if str(e) else type(e).__name__)
+            raise CorruptDataError(f"corrupt or truncated image {self.paths[i]} ({reason}); delete or replace "
+                                   "it") from None
 
 
 class ImageDataset(Dataset):

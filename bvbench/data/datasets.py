@@ -82,13 +82,20 @@ def _scan_class_folders(split_dir: Path, classes: list[str]) -> tuple[list[str],
     targets: list[int] = []
     for label, c in enumerate(classes):
         files = _images_in(split_dir / c)
+        if not files:
+            raise _missing(f"the class folder {split_dir / c} holds no images; every class needs images "
+                           f"(add them or remove the folder)")
         paths += files
         targets += [label] * len(files)
     return paths, targets
 
 
-def _set_classes(info: DatasetInfo, classes: list[str]) -> None:
-    """Record the classes actually found; a class count other than the official one shows in `display`."""
+def _set_classes(info: DatasetInfo, classes: list[str], where: Path) -> None:
+    """Record the classes actually found: more than the data set has is an error (a foreign or damaged copy),
+    fewer (a subset) shows in `display`."""
+    if len(classes) > info.num_classes:
+        raise _missing(f"{info.display} at {where}: {len(classes)} classes found, but {info.display} has "
+                       f"{info.num_classes}; remove the extra class folders (e.g. {', '.join(classes[-2:])})")
     if len(classes) != info.num_classes:
         info.display = f"{info.display} ({len(classes)} of {info.num_classes} classes)"
     info.classes = list(classes)
@@ -213,7 +220,7 @@ def load_tinyimagenet(root: Path, split: Split, download: bool, info: DatasetInf
             f"get {TINY_URL} and unzip it into {root}"
         )
     classes = sorted({w.strip() for w in wnids_file.read_text().split() if w.strip()})
-    _set_classes(info, classes)
+    _set_classes(info, classes, wnids_file)
     label = {w: i for i, w in enumerate(classes)}
     paths: list[str] = []
     targets: list[int] = []
@@ -224,6 +231,8 @@ def load_tinyimagenet(root: Path, split: Split, download: bool, info: DatasetInf
             if not d.is_dir():
                 raise _missing(f"Tiny ImageNet: missing {d} (layout {TINY_LAYOUT})")
             files = _images_in(d)
+            if not files:
+                raise _missing(f"Tiny ImageNet: the class folder {d} holds no images (layout {TINY_LAYOUT})")
             paths += files
             targets += [label[w]] * len(files)
     else:
@@ -269,7 +278,7 @@ def load_imagenet(root: Path, split: Split, download: bool, info: DatasetInfo) -
                 f"ImageNet-1k: the class folders of {base / 'train'} and {base / 'val'} differ "
                 f"({len(diff)} not in both, e.g. {', '.join(diff[:3])})"
             )
-    _set_classes(info, classes)
+    _set_classes(info, classes, folder)
     paths, targets = _scan_class_folders(folder, classes)
     _require_images(info, paths, folder, IMAGENET_LAYOUT)
     info.source = str(base)

@@ -38,6 +38,7 @@ def _quiet_worker(worker_id: int) -> None:
     parent = os.getppid()
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # Slurm's preemption signal: the main process checkpoints
     if not hasattr(signal, "sigwaitinfo"):  # no sender information (macOS, Windows): ignore as before
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return

@@ -11,22 +11,23 @@ import ctypes
 import importlib.machinery
 import os
 import platform
+import struct
 from functools import cache
 from pathlib import Path
 
 from bvbench.errors import BvbenchError
 
 __all__ = [
-    "ABI_VERSION", "NR", "PATHS", "GemmArgs", "PackArgs", "cpu_flags", "cpu_model", "kernel_path", "lib", "path_id",
+    "ABI_VERSION", "NR", "PATHS", "GemmArgs", "PackArgs", "cpu_flags", "encode", "cpu_model", "kernel_path", "lib", "path_id",
     "supported_paths",
 ]  # fmt: skip
 
-ABI_VERSION = 1
+ABI_VERSION = 3
 NR = 16  # rows per panel of a B operand (BV_NR)
 PATHS = ("portable", "avx2", "avx512")  # index = the C path id, slowest first
 ENV = "BVBENCH_KERNEL"
 
-_i64, _i32, _ptr, _f32 = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p, ctypes.c_float
+_i64, _i32, _ptr, _f32, _buf = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p, ctypes.c_float, ctypes.c_char_p
 
 
 class GemmArgs(ctypes.Structure):
@@ -56,6 +57,21 @@ class PackArgs(ctypes.Structure):
     ]  # fmt: skip
 
 
+# The same structs as packed bytes: struct.pack of a tuple costs a microsecond, a ctypes.Structure built from
+# keywords tens of them, and a layer makes several calls. Checked against the ctypes layouts below.
+_FORMATS = {GemmArgs: "<4qQ2qQq4iQqQQ2qQqQqQQ", PackArgs: "<3qQqQfii4xQ3q"}
+_CODECS = {cls: (struct.Struct(fmt), tuple(f[0] for f in cls._fields_)) for cls, fmt in _FORMATS.items()}
+for _cls, (_codec, _) in _CODECS.items():
+    if _codec.size != ctypes.sizeof(_cls):
+        raise ImportError(f"{_cls.__name__}: packed layout {_codec.size} B != ctypes layout {ctypes.sizeof(_cls)} B")
+
+
+def encode(cls: type[ctypes.Structure], fields: dict[str, int | float | None]) -> bytes:
+    """The bytes of a `cls` struct (GemmArgs, PackArgs) with `fields` set and every other field 0 / NULL."""
+    codec, names = _CODECS[cls]
+    return codec.pack(*[fields.get(n) or 0 for n in names])
+
+
 def _library_file() -> Path | None:
     here = Path(__file__).resolve().parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
@@ -77,11 +93,16 @@ def lib() -> ctypes.CDLL:
         raise BvbenchError(f"{found.name} is stale (ABI {so.bv_abi_version()} != {ABI_VERSION}): run `make install`")
     so.bv_supported_paths.restype = ctypes.c_int
     for name, args in {
-        "bv_gemm": [ctypes.c_int, ctypes.POINTER(GemmArgs), ctypes.c_int],
-        "bv_pack_f32": [ctypes.c_int, ctypes.POINTER(PackArgs), ctypes.c_int],
-        "bv_pack_u8": [ctypes.c_int, ctypes.POINTER(PackArgs), ctypes.c_int],
+        "bv_gemm": [ctypes.c_int, _buf, ctypes.c_int],  # a GemmArgs / PackArgs: `encode` bytes (read-only in C)
+        "bv_pack_f32": [ctypes.c_int, _buf, ctypes.c_int],
+        "bv_pack_u8": [ctypes.c_int, _buf, ctypes.c_int],
+        "bv_pack_gemm": [ctypes.c_int, _buf, _buf, ctypes.c_int, ctypes.c_int],
     }.items():
         getattr(so, name).argtypes, getattr(so, name).restype = args, ctypes.c_int
+    so.bv_absmax_i8.argtypes = [ctypes.c_int, _ptr, _i64, _i64, _i64, ctypes.c_int, _f32, _f32, _ptr, _ptr]
+    so.bv_absmax_i8.restype = ctypes.c_int
+    so.bv_i8_epilogue.argtypes = [_ptr, _i64, _i64, _i32, _ptr, _ptr, _i64, _ptr, _ptr, _i64, _ptr, _ptr]
+    so.bv_i8_epilogue.restype = None
     so.bv_panelize.argtypes = [_ptr, _i64, _i64, _i64, _ptr]
     so.bv_row_popcount.argtypes = [_ptr, _i64, _i64, _i64, _ptr]
     so.bv_panelize.restype = so.bv_row_popcount.restype = None
@@ -108,9 +129,17 @@ def kernel_path() -> str:
     return forced
 
 
+_PATH_IDS: dict[str, int] = {}
+
+
 def path_id(path: str | None = None) -> int:
-    """C id of `path` (default: `kernel_path()`)."""
-    return PATHS.index(path or kernel_path())
+    """C id of `path` (default: `kernel_path()`), cached per `path` / `BVBENCH_KERNEL` value: every kernel call
+    asks, and a layer makes several."""
+    key = path or "env:" + os.environ.get(ENV, "")
+    found = _PATH_IDS.get(key)
+    if found is None:
+        found = _PATH_IDS[key] = PATHS.index(path or kernel_path())
+    return found
 
 
 @cache

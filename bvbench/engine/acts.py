@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from bvbench.engine.int8 import absmax_codes
 from bvbench.quant import (
     LSQ,
     SCALE_MIN,
@@ -23,6 +24,7 @@ from bvbench.quant import (
     LearnableScaleBinarizer,
     RSign,
     SignAct,
+    SignScaledAttention,
     SoftmaxAwareBinarizer,
     XnorAct,
     layer_norm,
@@ -43,7 +45,7 @@ def kind_of(q: nn.Module | None) -> str | None:
         return SIGNED
     if isinstance(q, (Elastic, XnorAct)):  # also HeadElastic
         return SIGNED if q.signed else MASK
-    if isinstance(q, (BiBERTAttention, GSBBaseline, SoftmaxAwareBinarizer)):
+    if isinstance(q, (BiBERTAttention, GSBBaseline, SoftmaxAwareBinarizer, SignScaledAttention)):  # last: A >= 0, all +1
         return MASK
     if isinstance(q, AbsMax) and q.bits <= 8:
         return INT8
@@ -78,8 +80,8 @@ def _rows(t: Tensor, x: Tensor) -> Tensor:
 
 def binarize(q: nn.Module, x: Tensor, kind: str) -> Bits:
     """The bits and magnitudes of ``q(x)`` (SIGNED or MASK `kind`), eval mode."""
-    if isinstance(q, SignAct):  # sign(x), sign(0) = +1 (BiViT Eq. 1-2 with GSB Eq. 4's zero rule)
-        return Bits(x, 0.0, False, None)
+    if isinstance(q, SignAct):  # sign(x): sign(0) = +1 (GSB Eq. 4) or -1 (BiViT Eq. 1, strict)
+        return Bits(x, 0.0, not q.zero_to_positive, None)
     if isinstance(q, RSign):
         return Bits(x - q.threshold.detach(), 0.0, False, None)
     if isinstance(q, Elastic):  # GSB Eq. 4 alpha sign(x - b) / GSB Eq. 3 alpha 1[x - b > alpha / 2]
@@ -88,6 +90,17 @@ def binarize(q: nn.Module, x: Tensor, kind: str) -> Bits:
         return Bits(xb, 0.0, False, _rows(a, x)) if q.signed else Bits(xb, float(0.5 * a), True, _rows(a, x))
     if isinstance(q, BiBERTAttention):  # BiViT Eq. 5: Bool(scores) = 1[scores > 0]
         return Bits(x, 0.0, True, None)
+    if isinstance(q, XnorAct):  # GSB Eq. 1-4: beta sign(x - a_mu) / beta 1[x > beta / 2], read off the input
+        dims = tuple(range(1, x.dim())) if x.dim() > 1 else (0,)
+        if q.signed and q.center:
+            x = x - x.mean(dim=dims, keepdim=True)
+        beta = x.abs().mean(dim=dims, keepdim=True).clamp_min(SCALE_MIN)
+        if q.signed:
+            return Bits(x, 0.0, False, _rows(beta, x))
+        return Bits(x, _rows(0.5 * beta, x), True, _rows(beta, x))
+    if isinstance(q, GSBBaseline):  # GSB Eq. 7: gamma 1[A > gamma / 2], gamma per sample
+        gamma = q.scale(x)
+        return Bits(x, _rows(0.5 * gamma, x), True, _rows(gamma, x))
     v = q(x)  # every other supported quantizer: read its output (values +-r or {0, r})
     mag = v.abs().amax(-1) if kind == SIGNED else v.amax(-1)
     return Bits(v, 0.0, True, mag)
@@ -120,6 +133,9 @@ def int8_codes(q: nn.Module, x: Tensor) -> Int8Codes:
         c = (z * (qb / gamma)).round().clamp(0, qb)
         shift = qb if qb > 127 else 0  # [0, 128] does not fit int8: store c - 128
         return Int8Codes((c - shift).to(torch.int8), gamma / qb, shift, eta)
+    if qb <= 128:  # one C pass instead of abs, amax, div, mul, round, clamp, cast
+        codes, gamma = absmax_codes(x, qb, q.granularity == "token", SCALE_MIN)
+        return Int8Codes(codes, gamma / qb, 0, None)
     gamma = q._reduce(x.abs(), "amax").clamp_min(SCALE_MIN)
     c = (x * (qb / gamma)).round().clamp(-qb, qb - 1)
     return Int8Codes(c.to(torch.int8), gamma / qb, 0, None)

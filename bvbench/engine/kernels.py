@@ -11,14 +11,13 @@ used as B (K and V of attention) per call.
 
 from __future__ import annotations
 
-import ctypes
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from bvbench.engine._lib import NR, PackArgs, lib, path_id
+from bvbench.engine._lib import NR, PackArgs, encode, lib, path_id
 
 __all__ = [
     "Panels",
@@ -83,15 +82,15 @@ def _pack(x: Tensor, out: Tensor, threshold: float | Tensor, strict: bool, panel
             raise ValueError(f"threshold has {thresh.numel()} values for {rows} rows")
     w = words_for(k)
     group = panel_rows or rows
-    args = PackArgs(
+    args = encode(PackArgs, dict(
         rows=rows, k=k, words=w, x=x2.data_ptr(), ldx=x2.stride(0),
         thresh=thresh.data_ptr() if thresh is not None else None,
         thresh0=0.0 if isinstance(threshold, Tensor) else float(threshold), strict=int(strict),
         panel=int(panel_rows is not None), out=out.data_ptr(), ldo=w, group=group,
         stride_group=-(-group // NR) * w * NR,
-    )  # fmt: skip
+    ))  # fmt: skip
     fn = lib().bv_pack_u8 if x2.dtype == torch.uint8 else lib().bv_pack_f32
-    _check(fn(path_id(path), ctypes.byref(args), _threads(threads)), "pack")
+    _check(fn(path_id(path), args, _threads(threads)), "pack")
 
 
 def _as_input(x: Tensor, bool_input: bool) -> Tensor:

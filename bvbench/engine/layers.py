@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bvbench.engine import acts
-from bvbench.engine.gemm import binary_matmul, mask_matmul
-from bvbench.engine.int8 import int8_matmul
+from bvbench.engine.gemm import mask_matmul, pack_matmul
+from bvbench.engine.int8 import int8_epilogue, int8_matmul
 from bvbench.engine.kernels import Panels, pack_bool_panels, pack_panels, pack_signs
 from bvbench.errors import BvbenchError
 from bvbench.quant import SCALE_MIN, QAttention, QLinear, layer_norm
@@ -65,21 +65,16 @@ class PackedLinear(nn.Module):
         if self.mode == "int8":
             return self._int8(x)
         b = acts.binarize(self.act, x, acts.SIGNED if self.mode == "binary" else acts.MASK)  # type: ignore[arg-type]
-        bits = pack_signs(b.source, threshold=b.threshold, strict=b.strict)
         scale = None if b.scale is None else b.scale.reshape(-1)
-        mm = binary_matmul if self.mode == "binary" else mask_matmul
-        return mm(bits, self.panels, self.k, row_scale=scale, col_scale=self.col_scale, bias=self.bias)
+        return pack_matmul(b.source, self.panels, mode=self.mode, threshold=b.threshold, strict=b.strict,
+                           row_scale=scale, col_scale=self.col_scale, bias=self.bias)
 
     def _int8(self, x: Tensor) -> Tensor:
         """y = s_w ((codes + shift) . w) step + s_w eta sum(w) + b, the integer part exact."""
         c = acts.int8_codes(self.act, x)  # type: ignore[arg-type]
         r = int8_matmul(c.codes, self.w8)
-        if c.shift:
-            r = r + c.shift * self.w_sum
-        y = r.float() * c.step * self.col_scale
-        if c.eta is not None:
-            y = y + c.eta * (self.col_scale * self.w_sum)
-        return y + self.bias if self.bias is not None else y
+        return int8_epilogue(r, shift=c.shift, w_sum=self.w_sum, step=c.step, col_scale=self.col_scale, eta=c.eta,
+                             bias=self.bias)
 
 
 @dataclass
@@ -125,14 +120,22 @@ class PackedAttention(nn.Module):
         bk = acts.binarize(self.k_quant, k, acts.SIGNED)  # type: ignore[arg-type]
         rq = (bq.scale * self.scale) if bq.scale is not None else torch.full(q.shape[:-1], self.scale)
         kp = pack_panels(bk.source, threshold=bk.threshold, strict=bk.strict)
-        return binary_matmul(pack_signs(bq.source, threshold=bq.threshold, strict=bq.strict), kp, self.head_dim,
-                             row_scale=rq.reshape(-1), col_scale=None if bk.scale is None else bk.scale.reshape(-1))
+        return pack_matmul(bq.source, kp, threshold=bq.threshold, strict=bq.strict, row_scale=rq.reshape(-1),
+                           col_scale=None if bk.scale is None else bk.scale.reshape(-1))
 
     def _binary(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         scores = self._scores(q, k)
         a = scores if self.attn_on == "scores" else scores.softmax(dim=-1)
-        a_sides = _attention_sides(self.attn_quant, a)  # type: ignore[arg-type]
         v_sides = _value_sides(self.v_quant, v)  # type: ignore[arg-type]
+        if acts.kind_of(self.attn_quant) != acts.GSB_ATT and len(v_sides) == 1:  # one mask x one +-1 V: fused
+            b = acts.binarize(self.attn_quant, a, acts.MASK)  # type: ignore[arg-type]
+            sv = v_sides[0]
+            return pack_matmul(b.source, sv.packed, mode="mask" if sv.signed else "mask01",  # type: ignore[arg-type]
+                               threshold=b.threshold, strict=b.strict, col_scale=sv.scale,
+                               row_scale=None if b.scale is None else b.scale.reshape(-1),
+                               batch_scale=None if sv.coef == 1.0 else torch.full((q.shape[0] * q.shape[1],),
+                                                                                  float(sv.coef)))
+        a_sides = _attention_sides(self.attn_quant, a)  # type: ignore[arg-type]
         out = torch.zeros(v.shape, dtype=torch.float32)
         bh = q.shape[0] * q.shape[1]
         for sa in a_sides:
@@ -153,7 +156,8 @@ def _attention_sides(quant: nn.Module, a: Tensor) -> list[_Side]:
     a_ret = quant.retarget(a)  # type: ignore[operator]
     alpha = quant.alpha.detach().clamp_min(SCALE_MIN)
     rowmax = a_ret.amax(dim=-1)
-    sides = [_Side(pack_signs(a_ret, threshold=float(0.5 * alpha[0]), strict=True), None, alpha[0])]
+    t0 = 0.5 * rowmax if quant.a_bin == "mask" else float(0.5 * alpha[0])  # GSB Table VIII / GSB Eq. 11
+    sides = [_Side(pack_signs(a_ret, threshold=t0, strict=True), None, alpha[0])]
     for i, c in enumerate(quant.coeffs, start=1):  # type: ignore[arg-type]
         sides.append(_Side(pack_signs(a_ret, threshold=c * rowmax, strict=True), None, alpha[i]))
     return sides

@@ -33,8 +33,8 @@ Conventions (checked against the papers' tables, see ``tests/evaluate/test_compl
     Totals: baseline 10.32e6 OPs (paper 10.21e6), GSB k = 2: 14.35e6 (paper 12.88e6).
   - ``"plain"``: products only (OPs = BOPs / 64 + real MACs), the textbook Bi-Real Net count.
 
-  ``first_last="like_body"`` (recipe ``eval.count_first_last``) counts the full-precision layers outside the
-  transformer blocks at the blocks' bits, for tables that count them so (Bi-ViT Table 2's 1-1 rows).
+  ``first_last="like_body"`` (recipe ``eval.count_first_last``) counts the full-precision first and last layers
+  (patch embedding, heads) at the blocks' bits, for tables that count them so (Bi-ViT Table 2's 1-1 rows).
 
 Protocol read by the counter (it only reads attributes, it never changes the model):
 
@@ -132,11 +132,16 @@ def _block_names(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if {"attn", "mlp"} <= {n for n, _ in m.named_children()}]
 
 
+FIRST_LAST = ("patch_embed", "head", "head_dist")
+"""Top-level modules holding a model's first (patch embedding) and last (classifier heads) layers."""
+
+
 def _like_body(model: nn.Module, precisions: dict[nn.Module, Precision]) -> dict[nn.Module, Precision]:
-    """``precisions`` with every full-precision Linear/Conv *outside* the transformer blocks (patch embedding,
-    patch merging, head) set to the most common quantized precision inside them; unchanged for a model whose
-    blocks hold no quantized layer. Bi-ViT Table 2 counts its 1-1 rows this way although its text keeps the
-    first and last layers real-valued (Sec. 5.1)."""
+    """``precisions`` with every full-precision Linear/Conv of the first and last layers (:data:`FIRST_LAST`:
+    patch embedding, heads) set to the most common quantized precision inside the transformer blocks;
+    unchanged for a model whose blocks hold no quantized layer. Bi-ViT Table 2 counts its 1-1 rows this way
+    although its text keeps the first and last layers real-valued (Sec. 5.1). Any other real layer (a patch
+    merging a method leaves real, NesT's pooling conv) is counted as it runs: nothing real the run has is hidden."""
     blocks = _block_names(model)
     names = {m: n for n, m in model.named_modules()}
 
@@ -144,11 +149,14 @@ def _like_body(model: nn.Module, precisions: dict[nn.Module, Precision]) -> dict
         n = names.get(m, "")
         return any(n == b or n.startswith(b + ".") for b in blocks if b)
 
+    def first_or_last(m: nn.Module) -> bool:
+        return names.get(m, "").split(".")[0] in FIRST_LAST
+
     body = [p for m, p in precisions.items() if inside(m) and p != FULL]
     if not body:
         return precisions
     common = max(set(body), key=body.count)
-    return {m: (common if p == FULL and not inside(m) else p) for m, p in precisions.items()}
+    return {m: (common if p == FULL and first_or_last(m) else p) for m, p in precisions.items()}
 
 
 def theoretical_size(model: nn.Module, *, include_buffers: bool = False,

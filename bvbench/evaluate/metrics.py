@@ -13,11 +13,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bvbench.data.loader import batches
+from bvbench.results import pause_for_tests
 
 
 @torch.inference_mode()
 def predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and targets of a whole loader (model in eval mode; DeiT heads are averaged by timm)."""
+    pause_for_tests("eval")
     was_training = model.training
     model.eval()
     logits, targets = [], []

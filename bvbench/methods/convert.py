@@ -1,6 +1,7 @@
 """The conversion engine: a `Plan` says which quantizer goes in each part of every transformer block (qkv, proj,
-fc1, fc2 as weight / activation quantizers; q, k, V and the attention map) and in the patch embedding and
-heads; `apply_plan` converts a timm model in place, keeping every weight.
+fc1, fc2 as weight / activation quantizers; q, k, V and the attention map), in the patch-merging reductions
+between stages (Swin `layers.*.downsample.reduction`) and in the patch embedding and heads; `apply_plan`
+converts a timm model in place, keeping every weight.
 
 Re-applying a plan is a no-op; applying the next stage's plan upgrades the model: a quantizer whose recipe
 (`Q`: class and resolved arguments) is unchanged is kept with its learned parameters, a new one is added, a part
@@ -91,12 +92,14 @@ class AttnPart:
 
 @dataclass
 class Plan:
-    """Which quantizer goes where. Parts absent from `linears` stay full precision."""
+    """Which quantizer goes where. Parts absent from `linears` stay full precision; `downsample`: the Linear of
+    each patch merging between stages (Swin), None keeps it full precision."""
 
     linears: dict[str, LinearPart] = field(default_factory=dict)
     attention: AttnPart = field(default_factory=AttnPart)
     head: LinearPart | None = None
     patch_weight: Q | None = None
+    downsample: LinearPart | None = None
 
 
 @dataclass
@@ -135,6 +138,12 @@ def blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Transformer blocks: modules with children `attn` and `mlp` (timm ViT/DeiT, Swin, NesT)."""
     return [(n, m) for n, m in model.named_modules()
             if isinstance(getattr(m, "attn", None), nn.Module) and isinstance(getattr(m, "mlp", None), nn.Module)]
+
+
+def downsamplers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Patch mergings between stages: modules named `downsample` with a Linear `reduction` (timm Swin)."""
+    return [(n, m) for n, m in model.named_modules()
+            if n.rpartition(".")[2] == "downsample" and isinstance(getattr(m, "reduction", None), nn.Linear)]
 
 
 def token_count(model: nn.Module, attn_name: str, attn: nn.Module) -> int | None:
@@ -187,6 +196,9 @@ def apply_plan(model: nn.Module, plan: Plan, method: str) -> Report:
             )
             if ap.quantized:
                 rep.attention.append(f"{bname}.attn")
+    for dname, ds in downsamplers(model):
+        if set_linear(ds, "reduction", plan.downsample, f"{dname}.reduction"):
+            rep.other.append(f"{dname}.reduction")
     if plan.head is not None:
         for hname in HEAD_NAMES:
             parent_name, _, child = hname.rpartition(".")
@@ -214,4 +226,4 @@ def to_qattention_single(block: nn.Module) -> list[QAttention]:
 
 
 MethodFn = Callable[[nn.Module, Any], nn.Module]
-__all__ = ["AttnPart", "LinearPart", "Plan", "Q", "Report", "apply_plan", "blocks", "to_qattention"]
+__all__ = ["AttnPart", "LinearPart", "Plan", "Q", "Report", "apply_plan", "blocks", "downsamplers", "to_qattention"]

@@ -57,11 +57,13 @@ def _torchvision(cfg: ModelConfig, num_classes: int) -> nn.Module:
         )
     if cfg.kwargs:
         raise BvbenchError(f"torchvision model {cfg.name!r} takes no model.kwargs ({', '.join(sorted(cfg.kwargs))})")
-    weights = "DEFAULT" if cfg.pretrained else None
+    weights = "DEFAULT" if cfg.pretrained and not cfg.checkpoint else None  # model.checkpoint: no download
     try:
         model = getattr(torchvision.models, cfg.name)(weights=weights)
     except (OSError, RuntimeError) as e:  # no internet, no cache
-        raise BvbenchError(f"cannot load torchvision weights for {cfg.name}: {e}") from None
+        save = f"torch.save(torchvision.models.{cfg.name}(weights='DEFAULT').state_dict(), '{cfg.name}.pth')"
+        raise BvbenchError(f"cannot load torchvision weights for {cfg.name} ({type(e).__name__}); {_advice(save, cfg)}"
+                           ) from None
     # Replace the classifier for the data set's classes (keeps pretrained features).
     if cfg.name.startswith("resnet"):
         model.fc = nn.Linear(model.fc.in_features, num_classes)
@@ -80,8 +82,10 @@ def _timm(cfg: ModelConfig, num_classes: int) -> nn.Module:
         )
     kwargs = {k: getattr(cfg, k) for k in TIMM_OVERRIDES if getattr(cfg, k) is not None}
     kwargs.update(cfg.kwargs)
-    if cfg.drop_path_rate:
-        kwargs["drop_path_rate"] = cfg.drop_path_rate
+    # always the recipe's value: timm's own defaults differ by family (ViT 0, Swin 0.1, NesT 0.5)
+    kwargs["drop_path_rate"] = cfg.drop_path_rate
+    download = cfg.pretrained and not cfg.checkpoint  # model.checkpoint replaces the hub's weights: no download
+    offline = download and not _hub_reachable()
     try:
         if cfg.kwargs and cfg.name in FIXED_SIZE_ENTRYPOINTS:
             if cfg.pretrained:
@@ -89,17 +93,78 @@ def _timm(cfg: ModelConfig, num_classes: int) -> nn.Module:
             import timm.models.nest as module
 
             return getattr(module, FIXED_SIZE_ENTRYPOINTS[cfg.name])(num_classes=num_classes, **kwargs)
-        return timm.create_model(cfg.name, pretrained=cfg.pretrained, num_classes=num_classes, **kwargs)
+        with _hub_offline(offline):
+            return timm.create_model(cfg.name, pretrained=download, num_classes=num_classes, **kwargs)
     except TypeError as e:  # an override the architecture does not take
         raise BvbenchError(f"model {cfg.name!r} does not accept {sorted(kwargs)}: {e}") from None
+    except AssertionError as e:  # timm's shape checks, e.g. a head count that does not divide the width
+        raise BvbenchError(f"model {cfg.name!r} cannot be built with {kwargs}: {e}") from None
     except (OSError, RuntimeError) as e:
-        if cfg.pretrained:
-            raise BvbenchError(
-                f"cannot fetch timm pretrained weights for {cfg.name!r} ({type(e).__name__}); "
-                "connect to the internet once (they are cached in ~/.cache/huggingface) or set "
-                "model.checkpoint to a local file"
-            ) from None
+        if download:
+            save = f"torch.save(timm.create_model('{cfg.name}', pretrained=True).state_dict(), '{cfg.name}.pth')"
+            why = "the hub cannot be reached" if offline else f"the download failed: {type(e).__name__}"
+            raise BvbenchError(f"cannot fetch timm pretrained weights for {cfg.name!r} (not in the Hugging Face "
+                               f"cache, and {why}); {_advice(save, cfg)}") from None
         raise
+
+
+def _advice(save: str, cfg: ModelConfig) -> str:
+    """How to get the weights onto a machine without internet: a command that works, and the key to set."""
+    lib = "timm" if "timm." in save else "torchvision"
+    return (f"on a machine with internet run: python -c \"import torch, {lib}; {save}\", copy the file here and "
+            f"pass --set model.checkpoint={cfg.name}.pth (with model.checkpoint nothing is downloaded)")
+
+
+def _hub_reachable() -> bool:
+    """Whether the Hugging Face hub (or $HF_ENDPOINT) answers within 3 s; asked once per model build, so an
+    offline machine fails at once instead of after a minute of retries. True when offline mode is already set."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return True  # the hub is not asked at all; the cache answers
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def _hub_offline(on: bool) -> Iterator[None]:
+    """Load from the local Hugging Face cache only while `on` (huggingface_hub's offline mode)."""
+    if not on:
+        yield
+        return
+    from huggingface_hub import constants
+
+    saved, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def safe_load(path: Path, advice: str = "") -> Any:
+    """`torch.load(weights_only=True)` of a checkpoint; a one-line BvbenchError (+ `advice`) when it is truncated,
+    foreign or holds pickled Python objects (whose loading could run code: refused, never executed)."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols of foreign files on stderr
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower():
+            raise BvbenchError(f"checkpoint {path} holds Python objects, not only tensors: refused (bvbench loads "
+                               f"checkpoints with weights_only=True and never runs their code){advice}") from None
+        raise BvbenchError(f"checkpoint {path} is corrupt or not a PyTorch file (UnpicklingError){advice}") from None
+    except Exception as e:  # torch raises many types for truncated/foreign files
+        raise BvbenchError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(e).__name__}){advice}") from None
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -107,10 +172,7 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.is_file():
         raise BvbenchError(f"checkpoint {p} does not exist")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated/foreign files
-        raise BvbenchError(f"checkpoint {p} is corrupt or not a PyTorch file ({type(e).__name__})") from None
+    obj = safe_load(p)
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -123,7 +185,7 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     n = cfg.num_classes or num_classes
     model = _torchvision(cfg, n) if cfg.source == "torchvision" else _timm(cfg, n)
     if cfg.checkpoint:
-        state = load_state(cfg.checkpoint)
+        state = _fit_classifier(model, load_state(cfg.checkpoint), cfg)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or len(missing) == len(list(model.state_dict())):
             raise BvbenchError(
@@ -131,6 +193,41 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
                 f"({len(missing)} missing, {len(unexpected)} unexpected keys)"
             )
     return model
+
+
+def _fit_classifier(model: nn.Module, state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """`state` without the classifier tensors whose shape differs (a hub checkpoint's 1000-class head: the head
+    stays freshly initialised for this data set, as with `pretrained`); any other shape mismatch is an error."""
+    own = model.state_dict()
+    pcfg = getattr(model, "pretrained_cfg", None) or {}
+    heads = pcfg.get("classifier") or ("fc", "classifier")
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    out = {}
+    for k, v in state.items():
+        if k in own and own[k].shape != v.shape:
+            if k.split(".")[0] in {h.split(".")[0] for h in heads}:
+                continue
+            raise BvbenchError(f"checkpoint {cfg.checkpoint} does not fit model {cfg.name!r}: {k} has shape "
+                               f"{tuple(v.shape)}, the model {tuple(own[k].shape)}")
+        out[k] = v
+    return out
+
+
+def input_size(model: nn.Module) -> int | None:
+    """The square image size a timm ViT-style model requires, or None when it takes any size."""
+    pe = getattr(model, "patch_embed", None)
+    size = getattr(pe, "img_size", None)
+    if size is None or getattr(pe, "dynamic_img_size", False) or not getattr(pe, "strict_img_size", True):
+        return None
+    return int(size[0]) if isinstance(size, tuple | list) else int(size)
+
+
+def check_input_size(model: nn.Module, data_size: int, where: str) -> None:
+    """A BvbenchError when the data's image size is not the one the model was built for."""
+    need = input_size(model)
+    if need is not None and need != data_size:
+        raise BvbenchError(f"{where}: the data's images are {data_size}x{data_size} but the model takes "
+                           f"{need}x{need}; set data.img_size and model.img_size to the same size")
 
 
 def is_distilled(model: nn.Module) -> bool:

@@ -16,6 +16,7 @@ from bvbench.quant.attention import (
     BiBERTAttention,
     LearnableScaleBinarizer,
     RectifiedLSF,
+    SignScaledAttention,
     SoftmaxAwareBinarizer,
     optimal_threshold,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "RSign",
     "RectifiedLSF",
     "SignAct",
+    "SignScaledAttention",
     "SignWeight",
     "SoftmaxAwareBinarizer",
     "TernaryWeight",

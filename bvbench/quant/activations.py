@@ -58,15 +58,16 @@ class AbsMax(Quantizer):
 
 @QUANTIZERS.register("sign_act", kind="activation", bits=1, paper="BNN / BiViT Eq. 1-2 (clipped STE)")
 class SignAct(Quantizer):
-    """`sign(x)` in {-1,+1} with the clipped STE dx = g * 1[|x| <= 1] (BiViT Eq. 2, GSB Eq. 5)."""
+    """`sign(x)` in {-1,+1} with the clipped STE dx = g * 1[|x| <= 1] and sign(0) = +1 (GSB Eq. 4-5; Bi-ViT Sec.
+    3.1). The convention of BiViT Eq. 1-2: `zero_to_positive=False` (sign(0) = -1), `ste="clipped_open"` (|x| < 1)."""
 
-    def __init__(self, ste: str = "clipped") -> None:
+    def __init__(self, ste: str = "clipped", zero_to_positive: bool = True) -> None:
         super().__init__()
-        self.ste = ste
+        self.ste, self.zero_to_positive = ste, zero_to_positive
         self.precision = Precision(32, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return sign_ste(x, self.ste)
+        return sign_ste(x, self.ste, self.zero_to_positive)
 
 
 @QUANTIZERS.register("approxsign", kind="activation", bits=1, paper="Bi-Real Net (Bi-ViT baseline)")

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from bvbench.quant.activations import layer_norm
-from bvbench.quant.base import SCALE_MIN, LazyInit, Precision, Quantizer, ge, gt
+from bvbench.quant.base import SCALE_MIN, LazyInit, Precision, Quantizer, ge, gt, le, sign
 from bvbench.quant.registry import QUANTIZERS
 from bvbench.quant.ste import ScaledRoundClip, ScaledSign
 
@@ -44,6 +44,36 @@ class BiBERTAttention(Quantizer):
 
     def target(self, x: Tensor) -> Tensor:
         return x.softmax(dim=-1)
+
+
+class _RowScaledSignFn(Function):
+    """alpha * sign(A), alpha = ||A_row||_1 / N (detached); backward g * alpha * 1[|A| <= 1] (Bi-ViT Sec. 3.1 STE)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor) -> Tensor:
+        alpha = a.abs().mean(dim=-1, keepdim=True)
+        ctx.save_for_backward(a, alpha)
+        return sign(a).mul_(alpha)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Tensor:
+        a, alpha = ctx.saved_tensors
+        return g * alpha * le(a.abs(), 1)
+
+
+@QUANTIZERS.register("bireal_attn", kind="attention", bits=1, paper="Bi-ViT Sec. 3.1, Bi-ViT Eq. 2 (Bi-Real baseline)")
+class SignScaledAttention(Quantizer):
+    """Bi-ViT's baseline (Sec. 3.1, Bi-ViT Eq. 2) on the softmax map A [B, H, N, N]: b_A = sign(A) as for every other
+    activation, with XNOR-Net's [30] scale alpha = ||A_row||_1 / N per query row: out = alpha * sign(A).
+    For a softmax map sign(A) = +1 everywhere (sign(0) = +1) and alpha = 1/N: every row attends uniformly, never
+    to nothing. Backward: the paper's STE 1[|A| <= 1] times the (detached) scale, dA = g * alpha * 1[|A| <= 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.precision = Precision(32, 1)
+
+    def forward(self, a: Tensor) -> Tensor:
+        return _RowScaledSignFn.apply(a)
 
 
 def optimal_threshold(p: Tensor, iters: int = 5, beta: float = 0.25) -> tuple[Tensor, Tensor, Tensor]:

@@ -13,6 +13,9 @@ from bvbench.quant.base import SCALE_MIN, LazyInit, Precision, Quantizer, gt, le
 from bvbench.quant.registry import QUANTIZERS
 from bvbench.quant.ste import ScaledRoundClip
 
+PHI_MODES = ("hnn", "hn", "zero", "mean")
+"""GSB Table VII's offsets: learnable H x N x N (the paper's), learnable H x N, 0, mean(A_re)."""
+
 
 def gsb_coefficients(k: int) -> list[float]:
     """c_i = 0.5 + 0.4 i / k for i = 1..k (GSB Eq. 13, 27)."""
@@ -64,33 +67,45 @@ class _GSBAttentionFn(Function):
     sums in another order, and training amplifies that rounding (a different run for the same seed)."""
 
     @staticmethod
-    def forward(ctx: Any, a: Tensor, alpha: Tensor, coeffs: list[float], grad_scale: float) -> Tensor:
+    def forward(ctx: Any, a: Tensor, alpha: Tensor, coeffs: list[float], grad_scale: float,
+                mask0: bool = False) -> Tensor:
         rowmax = a.amax(dim=-1, keepdim=True)
-        out = gt(a, 0.5 * alpha[0]).mul_(alpha[0])  # a0 * clip(round(A_ret / a0), 0, 1)
+        if mask0:  # GSB Table VIII "same as M_i": A_bin = 1[A_ret > 0.5 rowmax A_ret] (GSB Eq. 12-13, c_0 = 0.5)
+            out = gt(a, 0.5 * rowmax).mul_(alpha[0])
+        else:
+            out = gt(a, 0.5 * alpha[0]).mul_(alpha[0])  # a0 * clip(round(A_ret / a0), 0, 1)
         m = torch.empty_like(a)  # one mask buffer, reused
         for i, c in enumerate(coeffs, start=1):
             out.addcmul_(torch.gt(a, c * rowmax, out=m), alpha[i])  # + a_i * M_i
         ctx.save_for_backward(a, alpha, rowmax)
-        ctx.coeffs, ctx.grad_scale = coeffs, grad_scale
+        ctx.coeffs, ctx.grad_scale, ctx.mask0 = coeffs, grad_scale, mask0
         return out
 
     @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None]:
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None, None]:
         a, alpha, rowmax = ctx.saved_tensors
         a0 = alpha[0]
-        local = lt((a - 0.5 * a0).abs_(), 0.5 * a0)  # A_0 = 1[0 < A_ret / a0 < 1], GSB Eq. 17-18
-        galpha = [(g * gt(a, 0.5 * a0)).sum() - (g * local).mul_(a).sum() / a0]  # GSB Eq. 14
         m = torch.empty_like(a)  # one mask buffer, reused
+        if ctx.mask0:  # as an M_i: dA_bin = 1[0 < A_ret - Theta_0 < 1] (GSB Eq. 20), da0 as GSB Eq. 15
+            local = gt(a, 0.5 * rowmax)  # its own buffer: m is reused below
+            galpha = [(g * local).sum()]
+            _mask_local(a, 0.5, rowmax, local).mul_(a0)
+        else:
+            local = lt((a - 0.5 * a0).abs_(), 0.5 * a0)  # A_0 = 1[0 < A_ret / a0 < 1], GSB Eq. 17-18
+            galpha = [(g * gt(a, 0.5 * a0)).sum() - (g * local).mul_(a).sum() / a0]  # GSB Eq. 14
         for i, c in enumerate(ctx.coeffs, start=1):
-            theta = c * rowmax
-            torch.gt(a, theta, out=m)
+            torch.gt(a, c * rowmax, out=m)
             galpha.append((g * m).sum())  # GSB Eq. 15
-            # A_i = a_i 1[0 < A_ret - Theta_i < 1], GSB Eq. 20; A_ret - Theta_i <= (1 - c_i) rowmax, so the upper
-            # bound holds everywhere when every rowmax < 1 / (1 - c_i) (always for softmax maps)
-            if bool(((1 - c) * rowmax >= 1).any()):
-                m.mul_(lt(a, theta + 1))
-            local.addcmul_(m, alpha[i])
-        return g * local, torch.stack(galpha) * ctx.grad_scale, None, None  # GSB Eq. 16
+            local.addcmul_(_mask_local(a, c, rowmax, m), alpha[i])
+        return g * local, torch.stack(galpha) * ctx.grad_scale, None, None, None  # GSB Eq. 16
+
+
+def _mask_local(a: Tensor, c: float, rowmax: Tensor, m: Tensor) -> Tensor:
+    """1[0 < A_ret - Theta < 1] from m = 1[A_ret > Theta], Theta = c rowmax (GSB Eq. 20), in place in m. A_ret -
+    Theta <= (1 - c) rowmax: the upper bound holds everywhere when every rowmax < 1 / (1 - c) (softmax maps)."""
+    if bool(((1 - c) * rowmax >= 1).any()):
+        m.mul_(lt(a, c * rowmax + 1))
+    return m
 
 
 @QUANTIZERS.register("gsb", kind="attention", bits=1, paper="GSB Eq. 9-25 (attention map)")
@@ -104,15 +119,21 @@ class GSBAttention(LazyInit):
     Scales a_0..a_k (`alpha`, clamped >= 1e-5) are initialised at the first forward by GSB Eq. 25 (generalised
     to k: a0 = mean|A_ret|, a0 + ... + a_i = mean of A_ret over band i = {Theta_i <= A_ret < Theta_{i+1}}).
     `variant="code"`: A_ret = A + Phi and the code's init a0 = 4 mean(A), a_i = 4 mean(A over band i).
+    GSB Table VII `phi`: "hnn" (learnable [H, N, N], the paper), "hn" (learnable [H, N, 1]: one offset per head
+    and query row), "zero" (Phi = 0), "mean" (Phi = mean(A) per sample, a statistic). GSB Table VIII `a_bin`:
+    "round" (GSB Eq. 11, the paper) or "mask" (A_bin defined like M_i: 1[A_ret > 0.5 rowmax A_ret]).
     """
 
-    def __init__(self, num_heads: int, num_tokens: int, k: int = 2, variant: str = "paper") -> None:
+    def __init__(self, num_heads: int, num_tokens: int, k: int = 2, variant: str = "paper", phi: str = "hnn",
+                 a_bin: str = "round") -> None:
         super().__init__()
-        if variant not in ("paper", "code"):
-            raise ValueError(f"variant must be 'paper' or 'code', not {variant!r}")
+        if variant not in ("paper", "code") or phi not in PHI_MODES or a_bin not in ("round", "mask"):
+            raise ValueError(f"GSBAttention: variant {variant!r}, phi {phi!r} or a_bin {a_bin!r} unknown")
         self.num_heads, self.num_tokens, self.k, self.variant = num_heads, num_tokens, k, variant
+        self.phi_mode, self.a_bin = phi, a_bin
         self.coeffs = gsb_coefficients(k)
-        self.phi = nn.Parameter(torch.zeros(num_heads, num_tokens, num_tokens))
+        shape = {"hnn": (num_heads, num_tokens, num_tokens), "hn": (num_heads, num_tokens, 1)}.get(phi)
+        self.phi = nn.Parameter(torch.zeros(shape)) if shape else None
         self.alpha = nn.Parameter(torch.ones(k + 1))
         self.precision = Precision(32, 1)
 
@@ -133,15 +154,21 @@ class GSBAttention(LazyInit):
         alpha = torch.stack([cum[0]] + [cum[i] - cum[i - 1] for i in range(1, self.k + 1)])
         self.alpha.copy_(alpha.clamp_min(SCALE_MIN))
 
+    def offset(self, a: Tensor) -> Tensor | float:
+        """Phi for map `a` (GSB Eq. 9; Table VII settings)."""
+        if self.phi is not None:
+            return self.phi
+        return a.detach().mean(dim=tuple(range(1, a.dim())), keepdim=True) if self.phi_mode == "mean" else 0.0
+
     def retarget(self, a: Tensor) -> Tensor:
         """A_ret (GSB Eq. 9), or A + Phi for the code variant."""
-        return a + self.phi if self.variant == "code" else a - self.phi
+        return a + self.offset(a) if self.variant == "code" else a - self.offset(a)
 
     def forward(self, a: Tensor) -> Tensor:
         a_ret = self.retarget(a)
         self.maybe_init(a_ret)
         scale = 1.0 / a_ret[0].numel()
-        return _GSBAttentionFn.apply(a_ret, self.alpha.clamp_min(SCALE_MIN), self.coeffs, scale)
+        return _GSBAttentionFn.apply(a_ret, self.alpha.clamp_min(SCALE_MIN), self.coeffs, scale, self.a_bin == "mask")
 
 
 class _GSBValueFn(Function):

@@ -10,18 +10,20 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from bvbench.quant.base import gt, le, sign
+from bvbench.quant.base import gt, le, lt, sign
 
-STE_MODES = ("identity", "clipped", "approxsign")
+STE_MODES = ("identity", "clipped", "clipped_open", "approxsign")
 
 
 def ste_grad(x: Tensor, mode: str) -> Tensor:
-    """d sign(x)/dx as estimated by `mode`: identity (GSB Eq. 6), clipped 1[|x|<=1] (GSB Eq. 5, BiViT Eq. 2)
-    or Bi-Real's ApproxSign (2+2x on [-1,0), 2-2x on [0,1), 0 elsewhere)."""
+    """d sign(x)/dx as estimated by `mode`: identity (GSB Eq. 6), clipped 1[|x|<=1] (GSB Eq. 5, Bi-ViT Sec. 3.1),
+    clipped_open 1[|x|<1] (BiViT Eq. 2) or Bi-Real's ApproxSign (2+2x on [-1,0), 2-2x on [0,1), 0 elsewhere)."""
     if mode == "identity":
         return torch.ones_like(x)
     if mode == "clipped":
         return le(x.abs(), 1)
+    if mode == "clipped_open":
+        return lt(x.abs(), 1)
     if mode == "approxsign":
         return torch.where(x.abs() < 1, 2 - 2 * x.abs(), torch.zeros_like(x))
     raise ValueError(f"unknown straight-through estimator {mode!r}; choose from {STE_MODES}")

@@ -61,7 +61,8 @@ class SignWeight(_ScaledWeightSign):
     """XNOR/BWN: `sign(W - mean W) * mean|W|` (GSB Eq. 2), per tensor or per output channel.
 
     Gradient: dW = g * alpha * STE'(W - mu) with mu and the statistic alpha treated as constants;
-    `ste="identity"` (GSB Eq. 6, default) or `"clipped"` (1[|W - mu| <= 1], BiViT Eq. 2).
+    `ste="identity"` (GSB Eq. 6, default), `"clipped"` (1[|W - mu| <= 1]) or `"clipped_open"` (1[|W - mu| < 1],
+    BiViT Eq. 2); sign(0) = +1 (GSB Eq. 4) or, `zero_to_positive=False`, -1 (BiViT Eq. 1).
     `learnable_scale=True` (BiViT learnable weight binarization) makes alpha an [out, 1] Parameter
     initialised to the row mean of |W| at the first forward; its gradient is sum_row(g * sign).
     """
@@ -73,8 +74,9 @@ class SignWeight(_ScaledWeightSign):
         out_features: int | None = None,
         ste: str = "identity",
         center: bool = True,
+        zero_to_positive: bool = True,
     ) -> None:
-        super().__init__(per_channel, center, ste, learnable_scale, out_features)
+        super().__init__(per_channel, center, ste, learnable_scale, out_features, zero_to_positive)
 
 
 @QUANTIZERS.register("bireal", kind="weight", bits=1, paper="Bi-Real Net (Bi-ViT baseline)")

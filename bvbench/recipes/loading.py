@@ -270,7 +270,7 @@ def _apply_models(raw: dict[str, Any], models: dict[str, dict[str, Any]], paper_
 
 
 def format_validation_error(e: ValidationError, source: str, raw: dict[str, Any]) -> str:
-    """One line per problem, naming the file and the field (rows by name, not index)."""
+    """Every problem, naming the file and the field (rows by name, not index), on one line joined by "; "."""
     lines: list[str] = []
     errors = e.errors()
     top = {(tuple(x["loc"]), x["msg"]) for x in errors if x["loc"] and x["loc"][0] != "rows"}
@@ -303,7 +303,7 @@ def format_validation_error(e: ValidationError, source: str, raw: dict[str, Any]
         line = f"{source}: {field}: {msg}"
         if line not in lines:
             lines.append(line)
-    return "\n".join(lines)
+    return "; ".join(lines)
 
 
 def load_recipe(

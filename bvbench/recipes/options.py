@@ -52,8 +52,9 @@ class QViTOptions(Options):
 
 
 class GSBBaselineOptions(Options):
-    stage: Literal[1, 2] = Field(2, description="1: only MLP weights binarized (two-stage training); 2: all")
+    stage: Literal[1, 2] = Field(2, description="1: weights only (TSTS stage 1; code variant: MLP weights only); 2: all")
     attn_scale: Literal["eq2", "eq8"] = Field("eq8", description="scale of A: mean|A| (GSB Eq. 2) or GSB Eq. 8 w/ switch")
+    variant: Literal["paper", "code"] = Field("paper", description="code: stage 1 binarizes only the MLP weights")
 
 
 class GSBOptions(Options):
@@ -62,8 +63,13 @@ class GSBOptions(Options):
     k_att: int = Field(2, ge=0, le=8, description="extra masks on A (Table VI k_a)")
     k_v: int = Field(2, ge=0, le=8, description="extra masks on V (Table VI k_v)")
     act_type_a: Literal["round", "sign"] = Field("round", description="fc2 input: round-clip (type-A) or sign")
-    stage: Literal[1, 2] = Field(2, description="1: only MLP weights binarized, no activations; 2: everything")
-    variant: Literal["paper", "code"] = Field("paper", description="GSB-att paper (A - Phi) or code (A + Phi)")
+    stage: Literal[1, 2] = Field(2, description="1: every linear's weights binarized, nothing else; 2: everything")
+    variant: Literal["paper", "code"] = Field("paper", description="code: GSB-att A + Phi (paper A - Phi) and the "
+                                              "MLP-only stage 1")
+    phi: Literal["hnn", "hn", "zero", "mean"] = Field("hnn", description="GSB Table VII offset of A: learnable "
+                                                      "H x N x N (paper), H x N, 0 or mean(A)")
+    a_bin: Literal["round", "mask"] = Field("round", description="GSB Table VIII A_bin: clip(round(A_ret / a0), 0, "
+                                            "1) (GSB Eq. 11) or defined like M_i (1[A_ret > 0.5 rowmax])")
 
 
 METHOD_OPTIONS: dict[str, type[Options]] = {

@@ -63,6 +63,13 @@ class PaperTable(Strict):
     columns: list[PaperColumn] = Field(min_length=1)
 
 
+class NotSupported(Strict):
+    """A table or study of the paper that bvbench does not run, and why."""
+
+    table: str = Field(description="the table's name in the paper, e.g. 'Table 3'")
+    reason: str = Field(min_length=1)
+
+
 class PaperInfo(Strict):
     """Where the reference numbers come from."""
 
@@ -70,6 +77,7 @@ class PaperInfo(Strict):
     file: str = Field(description="file under ../shared/papers/")
     url: str | None = None
     tables: list[PaperTable] = Field(min_length=1)
+    not_supported: list[NotSupported] = Field([], description="the paper's tables bvbench does not run, with why")
 
     @property
     def short(self) -> str:
@@ -203,9 +211,9 @@ class EvalConfig(Strict):
     complexity: Literal["bi-vit", "gsb", "plain"] = Field(
         "bi-vit", description="OPs convention (bvbench.evaluate.complexity.CONVENTIONS): whose table to match")
     count_first_last: Literal["as_run", "like_body"] = Field(
-        "as_run", description="size/OPs of the full-precision layers outside the transformer blocks (patch "
-        "embedding, patch merging, head) of a quantized model: as_run counts them as they run; like_body at "
-        "the blocks' bits (Bi-ViT Table 2's 1-1 sizes and OPs are only reproduced that way)")
+        "as_run", description="size/OPs of the full-precision first and last layers (patch embedding, heads) "
+        "of a quantized model: as_run counts them as they run; like_body at the blocks' bits (Bi-ViT Table 2's "
+        "1-1 sizes and OPs are only reproduced that way); any other real layer always counts as it runs")
 
 
 class DistillConfig(Strict):
@@ -214,13 +222,17 @@ class DistillConfig(Strict):
     none: CE. hard (DeiT; GSB Eq. 36 with alpha = lambda): (1-alpha) CE(cls, y) + alpha CE(dist, argmax t).
     soft (Hinton): (1-alpha) CE + alpha tau^2 KL(t || s). distribution (ReActNet / BiViT): (1-alpha) CE +
     alpha * -sum softmax(t) log softmax(s) (alpha 1: the distribution loss alone). ranking (Bi-ViT Eq. 14):
-    the hard loss + lam * sum over layers of ||psi(A_t) - psi(A_s)||_2 (Bi-ViT Eq. 12-13).
+    the hard loss + lam * sum over layers of ||psi(A_t) - psi(A_s)||_2 (Bi-ViT Eq. 12-13); `rank_norm: mean`
+    divides each layer's norm by sqrt(H N N) (the paper leaves the normalisation open).
     """
 
     kind: Literal["none", "hard", "soft", "distribution", "ranking"] = "none"
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term")
     tau: float = Field(1.0, gt=0)
     lam: float = Field(10.0, ge=0, description="ranking: weight lambda of L_ranking (Bi-ViT Eq. 14)")
+    rank_norm: Literal["fro", "mean"] = Field(
+        "fro", description="ranking: per-layer norm of psi(A_t) - psi(A_s): fro = ||.||_2 over H x N x N (Bi-ViT Eq. 12 as "
+        "written), mean = that norm / sqrt(H N N) (root mean square over the elements)")
 
 
 class StageConfig(Strict):
@@ -263,6 +275,7 @@ class Row(Strict):
         """A row that runs names registered methods with valid options (pending/reference rows may not)."""
         if self.status != "run":
             return self
+        self._check_shapes()
         specs = [("method", self.method)] + [(f"stages[{s.name}].method", s.method) for s in self.stages if s.method]
         for where, spec in specs:
             try:
@@ -270,6 +283,17 @@ class Row(Strict):
             except BvbenchError as e:
                 raise ValueError(f"{where}: {e}") from None
         return self
+
+    def _check_shapes(self) -> None:
+        """Head count and image sizes that cannot build or feed the model, caught before anything is built."""
+        m, d = self.model, self.data
+        if m.embed_dim is not None and m.num_heads is not None and m.embed_dim % m.num_heads:
+            raise ValueError(f"model.num_heads {m.num_heads} does not divide model.embed_dim {m.embed_dim}")
+        if m.img_size is not None and d.img_size is not None and m.img_size != d.img_size:
+            raise ValueError(f"model.img_size {m.img_size} differs from data.img_size {d.img_size}; "
+                             "set both to the same size")
+        if m.img_size is not None and m.patch_size is not None and m.img_size % m.patch_size:
+            raise ValueError(f"model.patch_size {m.patch_size} does not divide model.img_size {m.img_size}")
 
     _resolved: tuple[tuple[Any, ...], list[StageConfig]] | None = PrivateAttr(None)
 
@@ -295,6 +319,21 @@ class Row(Strict):
         ]
 
 
+class Claim(Strict):
+    """An ordering the paper asserts: row `better` scores a higher top-1 than row `worse` (bvbench.report.claims
+    tests it on the two rows' paired per-image predictions)."""
+
+    better: str = Field(description="the row the paper says is more accurate")
+    worse: str = Field(description="the row it beats")
+    cites: str = Field(min_length=1, description="where the paper shows it, e.g. 'Table III'")
+    headline: bool = Field(False, description="the paper's main claim: the cpu nightly runs its rows with "
+                                              "several seeds (bvbench.nightly.HEADLINE_SEEDS)")
+
+    @property
+    def text(self) -> str:
+        return f"{self.better} > {self.worse}"
+
+
 class Recipe(Strict):
     """A paper table made runnable."""
 
@@ -308,6 +347,7 @@ class Recipe(Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     rows: list[Row] = Field(min_length=1)
+    claims: list[Claim] = Field([], description="the orderings the paper asserts, each citing its table")
     profiles: dict[str, dict[str, Any]] = {}
 
     @model_validator(mode="before")
@@ -355,10 +395,20 @@ class Recipe(Strict):
                 raise ValueError(
                     f"row {r.name!r}: paper values for {sorted(unknown)} but {r.table} has no such column"
                 )
+        self._check_claims(names)
         for p in self.profiles:
             if p not in PROFILES:
                 raise ValueError(f"unknown profile {p!r}; profiles are {', '.join(PROFILES)}")
         return self
+
+    def _check_claims(self, names: list[str]) -> None:
+        """Each claim names two different rows of this recipe."""
+        for c in self.claims:
+            for ref in (c.better, c.worse):
+                if ref not in names:
+                    raise ValueError(f"claim {c.text!r} ({c.cites}): {ref!r} is not a row.{suggest(ref, names)}")
+            if c.better == c.worse:
+                raise ValueError(f"claim {c.text!r} ({c.cites}) compares a row with itself")
 
     def row(self, name: str) -> Row:
         for r in self.rows:

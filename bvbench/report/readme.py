@@ -69,6 +69,10 @@ def _section(entry: dict[str, Any], results: Path, profile: str | None) -> list[
         body = table.read_text().strip()
         # demote the table headings below this section's
         lines += [("##" + ln if ln.startswith("### ") else ln) for ln in body.splitlines()] + [""]
+    claims = d / "claims.md"  # bvbench.report.claims: a verdict per ordering the paper claims
+    if claims.exists():
+        lines += [("##" + ln if ln.startswith("### ") else ln) for ln in claims.read_text().strip().splitlines()]
+        lines += ["", f"Claims: [{name}/claims.md]({name}/claims.md) · [{name}/claims.csv]({name}/claims.csv)", ""]
     figs = [(f, cap) for f, cap in FIGURES if (d / f).exists()]
     if figs:
         lines += ["Figures: " + " · ".join(f"[{cap}]({name}/{f})" for f, cap in figs), ""]

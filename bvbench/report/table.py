@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from bvbench.report.compare import (
 from bvbench.report.paper_scale import PAPER_SCALE_KEYS, paper_scale
 from bvbench.results import Metrics, RunDir, find_runs
 
+logger = logging.getLogger(__name__)
 MISSING = "—"
 NC = "n/c"  # Δ of numbers measured on another setup than the paper's: not comparable
 VIEWS = ("full", "paper", "measured")
@@ -186,16 +188,40 @@ def _sorted_seeds(seeds: Any) -> list[Any]:
 def _with_sha(rd: RunDir, m: Metrics) -> Metrics:
     env = rd.path / "env.json"
     if env.exists():
-        m.git_sha = (json.loads(env.read_text()).get("git_sha") or "unknown")[:12]
+        try:
+            m.git_sha = (json.loads(env.read_text()).get("git_sha") or "unknown")[:12]
+        except (OSError, ValueError, AttributeError):
+            _skip_warning(rd.path, f"{env} is not readable JSON; its code version is shown as unknown")
+            m.git_sha = "unknown"
     return m
+
+
+_warned: set[str] = set()
+
+
+def _skip_warning(path: Path, msg: str) -> None:
+    """One warning on stderr per broken run folder (the table and plots go on without it)."""
+    if str(path) not in _warned:
+        _warned.add(str(path))
+        logger.warning(f"warning: {msg}")
+
+
+def _readable_runs(results: Path, recipe: str, row: str) -> list[tuple[RunDir, Metrics]]:
+    """The finished runs of a row with their metrics, oldest first; a broken run folder is skipped with a
+    warning that names it, so one bad folder never breaks a table or a figure."""
+    out = []
+    for rd in find_runs(results, recipe, row):
+        try:
+            out.append((rd, rd.metrics()))
+        except BvbenchError as e:
+            _skip_warning(rd.path, f"skipping the run folder {rd.path}: {e}")
+    return out
 
 
 def latest_run(results: Path, recipe: str, row: str, profile: str | None = None) -> Metrics | None:
     """metrics.json (plus git sha) of the newest finished run of a row, optionally of one profile."""
-    runs: list[RunDir] = find_runs(results, recipe, row)
     best = None
-    for rd in runs:
-        m = rd.metrics()
+    for rd, m in _readable_runs(results, recipe, row):
         if profile and m.profile != profile:
             continue
         best = (rd, m)
@@ -207,7 +233,7 @@ def latest_run(results: Path, recipe: str, row: str, profile: str | None = None)
 def latest_runs(results: Path, recipe: str, row: str, profile: str | None = None) -> list[Metrics]:
     """metrics.json (plus git sha) of the newest finished run of each seed of a row, oldest first (the last is
     the row's newest run). All of one profile: `profile`, else the profile of the newest run."""
-    found = [(rd, rd.metrics()) for rd in find_runs(results, recipe, row)]
+    found = _readable_runs(results, recipe, row)
     if profile:
         found = [(rd, m) for rd, m in found if m.profile == profile]
     if not found:

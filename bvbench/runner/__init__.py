@@ -12,10 +12,12 @@ from bvbench.data import build_dataset, data_root
 from bvbench.data.loader import eval_loader
 from bvbench.errors import BvbenchError, InterruptedRun, Stopped, signal_name
 from bvbench.evaluate.metrics import classification_metrics, predict
+from bvbench.models import check_input_size
 from bvbench.recipes import Recipe, Row, load_recipe
+from bvbench.recipes.schema import MAX_SEED
 from bvbench.results import RunDir, find_runs
 from bvbench.runner.distributed import DistContext, init_distributed
-from bvbench.runner.identity import ADDED_FIELDS, row_identity, run_id
+from bvbench.runner.identity import ADDED_FIELDS, REFERENCE, RunContext, row_identity, run_id
 from bvbench.runner.lock import RunBusy
 from bvbench.runner.plan import RunOptions, RunPlan, load_training_checkpoint
 from bvbench.runner.rows import RowTrainer, console
@@ -53,7 +55,7 @@ class Runner:
     def __init__(self, recipe: Recipe, opts: RunOptions) -> None:
         self.recipe, self.opts = recipe, opts
         self.dist, self.device = init_distributed(pick_device(opts.device))
-        self.plan = RunPlan(recipe, opts, self.dist, data_root(opts.data_dir), self.say)
+        self.plan = RunPlan(recipe, opts, self.dist, data_root(opts.data_dir), self.say, self.device)
         self.rows = RowTrainer(self.plan, self.device)
 
     def say(self, msg: str) -> None:
@@ -98,6 +100,9 @@ class Runner:
         except RunBusy as e:  # another process trains this row into the same folder: leave it alone
             self.say(f"[yellow]- {row.name}: skipped: {e}[/]")
             return None
+        except BaseException:  # a refused checkpoint, a signal while claiming: leave no lock file behind
+            self.plan.release_all()
+            raise
         try:
             self.dist.barrier()  # every rank decided on the same folder before rank 0 creates it
             if rd.done:
@@ -111,6 +116,8 @@ class Runner:
 
 
 def run_recipe(name: str, opts: RunOptions) -> tuple[Recipe, list[RunDir]]:
+    if opts.seed is not None and not 0 <= opts.seed <= MAX_SEED:
+        raise BvbenchError(f"--seed {opts.seed}: a seed is an integer from 0 to {MAX_SEED} (2**32 - 1)")
     recipe = load_recipe(name, opts.profile, opts.sets)
     return recipe, Runner(recipe, opts).run()
 
@@ -126,10 +133,11 @@ def evaluate_run(run_dir: str, data_dir: str | None = None, device: str = "auto"
     ds, info = build_dataset(row.data, root, "test")
     loader = eval_loader(ds, row.eval.batch_size, row.data.num_workers)
     model = build_row_model(row, info.num_classes, ckpt).to(dev)
+    check_input_size(model, row.data.img_size or info.img_size, str(rd.path))
     logits, targets = predict(model, loader, dev)
     metrics, _ = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
     return {"run": str(rd.path), "data": info.display, **metrics}
 
 
-__all__ = ["ADDED_FIELDS", "DistContext", "RowsFailed", "RunOptions", "RunPlan", "RowTrainer", "Runner", "build_row_model",
+__all__ = ["ADDED_FIELDS", "REFERENCE", "DistContext", "RunContext", "RowsFailed", "RunOptions", "RunPlan", "RowTrainer", "Runner", "build_row_model",
            "evaluate_run", "find_runs", "load_training_checkpoint", "row_identity", "run_id", "run_recipe"]

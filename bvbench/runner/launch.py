@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -19,8 +20,9 @@ from typing import Any
 
 import submitit
 
-from bvbench.errors import BvbenchError
-from bvbench.recipes import Recipe, load_recipe
+from bvbench.errors import BvbenchError, InterruptedRun
+from bvbench.recipes import Recipe, Row, load_recipe
+from bvbench.results import RunDir, config_hash, find_runs
 from bvbench.runner.plan import RunOptions
 
 # Slurm sends this signal `SIGNAL_DELAY_S` seconds before the time limit (and on preemption); submitit's
@@ -85,7 +87,15 @@ class RowJob(submitit.helpers.Checkpointable):
         _distributed_env()
         # The job's own unfinished run (an earlier attempt, preempted or timed out) is continued.
         opts = replace(self.opts, rows=[self.row], resume=True)
-        _, done = run_recipe(self.recipe, opts)
+        try:
+            _, done = run_recipe(self.recipe, opts)
+        except InterruptedRun as e:
+            if e.signum != signal.SIGUSR1:
+                raise
+            # The trainer saved a checkpoint at the step the signal arrived; submitit's own handler (restored
+            # when the run ended) requeues the job, whose next attempt continues the run.
+            os.kill(os.getpid(), signal.SIGUSR1)
+            raise
         mine = [rd for rd in done if rd.path.parent.name == self.row]
         if not mine:
             raise RuntimeError(f"row {self.row!r} did not finish")
@@ -213,9 +223,6 @@ class RowState:
 
 def row_states(recipe: Recipe, out: str | Path, seed: int | None = None) -> list[RowState]:
     """Per trainable row: finished (its run folder has .done), else what its last submitted job is doing."""
-    from bvbench.results import RunDir, safe_child
-    from bvbench.runner.identity import run_id
-
     doc = last_submission(out, recipe.name)
     jobs = {j["row"]: j for j in doc.get("jobs", [])}
     queue = _squeue([j["job_id"] for j in jobs.values()]) if doc.get("launcher") == "slurm" else {}
@@ -223,7 +230,7 @@ def row_states(recipe: Recipe, out: str | Path, seed: int | None = None) -> list
     states = []
     for spec in plan_jobs(recipe):
         row = recipe.row(spec.row)
-        rd = RunDir(safe_child(Path(out), recipe.name, row.name, run_id(recipe, row, seed)))
+        rd = row_run_dir(recipe, row, seed, Path(out))
         job = jobs.get(row.name, {})
         log = job.get("log", "")
         if rd.done:
@@ -240,6 +247,28 @@ def row_states(recipe: Recipe, out: str | Path, seed: int | None = None) -> list
         else:
             states.append(RowState(row.name, "unfinished" if progress else "unstarted", progress, log))
     return states
+
+
+def row_run_dir(recipe: Recipe, row: Row, seed: int, out: Path) -> RunDir:
+    """The row's run folder as its job made it: one whose config.yaml records this row's configuration
+    (`identity.config`; the job's device, processes and threads may differ from this machine's), finished
+    first, else the newest; else the id of the reference context (where nothing was written yet)."""
+    from bvbench.results import safe_child
+    from bvbench.runner.identity import REFERENCE, config_identity, run_id
+
+    want = config_hash(config_identity(recipe, row, seed))
+    mine = []
+    for rd in find_runs(out, recipe.name, row.name, finished=False):
+        try:
+            ident = rd.config().identity or {}
+        except BvbenchError:
+            continue
+        if ident.get("config") == want and rd.path.name.startswith(f"{recipe.profile}-{row.data.name}-seed{seed}-"):
+            mine.append(rd)
+    done = [rd for rd in mine if rd.done]
+    if done or mine:
+        return (done or mine)[-1]
+    return RunDir(safe_child(out, recipe.name, row.name, run_id(recipe, row, seed, REFERENCE)))
 
 
 def last_submission(out: str | Path, recipe: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import torch
 
 from bvbench import methods
 from bvbench.errors import BvbenchError
+from bvbench.models import safe_load
 from bvbench.recipes.schema import Recipe, Row
 from bvbench.results import (
     RunDir,
@@ -24,7 +25,7 @@ from bvbench.results import (
     safe_child,
 )
 from bvbench.runner.distributed import DistContext
-from bvbench.runner.identity import run_id
+from bvbench.runner.identity import RunContext, identity_record, run_id
 from bvbench.runner.lock import Holder, RunBusy, RunLock, clean_orphans, lock_path
 
 
@@ -38,19 +39,27 @@ class RunOptions:
     out: str = "results"
     seed: int | None = None
     device: str = "auto"
-    resume: bool = False
+    resume: bool = False  # kept for old scripts: an unfinished run is always continued (unless `restart`)
     steal_stale: bool = False
+    threads: int | None = None  # --threads (None: $BVBENCH_THREADS or the machine default per row)
+    restart: bool = False  # --restart: discard an unfinished run (moved aside) and train the row afresh
 
 
 class RunPlan:
     """The rows of one recipe to run and their run folders (the same decision on every rank)."""
 
     def __init__(self, recipe: Recipe, opts: RunOptions, dist: DistContext, root: Path,
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], device: torch.device | None = None) -> None:
         self.recipe, self.opts, self.dist, self.root, self.say = recipe, opts, dist, root, say
         self.seed = recipe.seed if opts.seed is None else opts.seed
         self.results = Path(opts.out)
         self.locks: dict[Path, RunLock] = {}
+        self.ctx = RunContext(device=(device or torch.device("cpu")).type, world=dist.world, threads=opts.threads,
+                              root=root, download=opts.download)
+
+    def run_id(self, row: Row) -> str:
+        """The row's run id in this plan's context (device, processes, threads, data copy)."""
+        return run_id(self.recipe, row, self.seed, self.ctx)
 
     def rows_to_run(self) -> list[Row]:
         names = self.opts.rows or [r.name for r in self.recipe.rows]
@@ -65,23 +74,25 @@ class RunPlan:
         return rows
 
     def finished_run(self, row: Row) -> RunDir | None:
-        rid = run_id(self.recipe, row, self.seed)
+        rid = self.run_id(row)
         rd = RunDir(safe_child(self.results, self.recipe.name, row.name, rid))
         return rd if rd.done else None
 
     def busy(self, row: Row) -> str | None:
         """Who holds the lock of the row's run folder, when a live process does."""
-        base = safe_child(self.results, self.recipe.name, row.name, run_id(self.recipe, row, self.seed))
+        base = safe_child(self.results, self.recipe.name, row.name, self.run_id(row))
         holder = Holder.read(lock_path(base))
         return holder.describe() if holder is not None and not holder.gone() else None
 
     def run_dir_for(self, row: Row) -> tuple[RunDir, dict[str, Any] | None]:
         """The row's run folder and the checkpoint to resume from. Unless the run is finished, the folder is
         claimed (`claim`; RunBusy when another process holds it) until `release`."""
-        rid = run_id(self.recipe, row, self.seed)
+        rid = self.run_id(row)
         base = safe_child(self.results, self.recipe.name, row.name, rid)
         rd = RunDir(base)
         if rd.done:
+            if self.opts.restart:
+                self.say(f"[dim]  {row.name}: finished, kept (--restart discards only unfinished runs)[/]")
             return rd, None
         self.claim(row, base)
         if rd.done:  # finished by the process whose lock we waited behind
@@ -96,18 +107,24 @@ class RunPlan:
             self.dist.barrier()
             self.release(base)
             return RunDir(base), None
-        if rd.path.exists() and rd.checkpoint_path.exists():
-            if self.opts.resume:
-                return rd, self.resume_state(row, rd)
-            n = 2
-            while (base.parent / f"{rid}-r{n}").exists() or lock_path(base.parent / f"{rid}-r{n}").exists():
-                n += 1
-            self.say(f"[yellow]  {row.name}: an unfinished run exists in {rd.path} (pass --resume to continue "
-                          f"it); starting a fresh one in {rid}-r{n}[/]")
-            rd = RunDir(base.parent / f"{rid}-r{n}")
-            self.claim(row, rd.path)
-            self.release(base)
+        if rd.path.exists() and self.opts.restart:
+            self.discard(row, rd)
+        elif rd.checkpoint_path.exists():
+            ckpt = self.resume_state(row, rd)
+            if ckpt is not None:
+                self.say(f"[yellow]  {row.name}: continuing its unfinished run in {rd.path} (--restart discards "
+                         f"it)[/]")
+            return rd, ckpt
         return rd, None
+
+    def discard(self, row: Row, rd: RunDir) -> None:
+        """`--restart`: move an unfinished run folder aside (into `.discarded/` beside it, never deleted)."""
+        if self.dist.main:
+            aside = rd.path.parent / ".discarded" / f"{rd.path.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            rd.path.rename(aside)
+            self.say(f"[yellow]  {row.name}: --restart: its unfinished run was moved to {aside}; starting afresh[/]")
+        self.dist.barrier()
 
     def claim(self, row: Row, path: Path) -> None:
         """Lock the run folder `path` for this process (rank 0 decides for all ranks) and remove the temporary
@@ -162,16 +179,13 @@ class RunPlan:
 
     def run_config(self, row: Row, rid: str) -> dict[str, Any]:
         return {"recipe": self.recipe.name, "profile": self.recipe.profile, "seed": self.seed, "run_id": rid,
-                "data_dir": str(self.root), "row": row.model_dump(mode="json")}
+                "data_dir": str(self.root), "row": row.model_dump(mode="json"),
+                "identity": identity_record(self.recipe, row, self.seed, self.ctx)}
 
 
 def load_checkpoint_file(path: Path) -> Any:
-    """torch.load(weights_only=True) with one error message for a truncated or foreign file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or foreign file
-        raise BvbenchError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(e).__name__}); "
-                           "delete it to start the run again") from None
+    """torch.load(weights_only=True) with one error message for a truncated, foreign or pickling file."""
+    return safe_load(path, "; delete it to start the run again")
 
 
 def is_training_checkpoint(ckpt: Any) -> bool:

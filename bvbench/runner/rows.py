@@ -8,6 +8,7 @@ import shutil
 import time
 from typing import Any
 
+import torch
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -20,8 +21,10 @@ from bvbench.data import build_dataset
 from bvbench.data.loader import eval_loader
 from bvbench.errors import BvbenchError, InterruptedRun, Stopped, signal_name
 from bvbench.evaluate.metrics import classification_metrics, plot_confusion, predict, write_confusion_csv
+from bvbench.evaluate.predictions import FILENAME as PREDICTIONS
+from bvbench.evaluate.predictions import Predictions, from_logits, split_indices, write_predictions
 from bvbench.evaluate.profile import complexity_metrics, fp_macs
-from bvbench.models import build_model
+from bvbench.models import build_model, check_input_size
 from bvbench.recipes.schema import Row
 from bvbench.results import (
     Metrics,
@@ -32,6 +35,7 @@ from bvbench.results import (
     find_identical_run,
     link_or_copy,
     now,
+    pause_for_tests,
 )
 from bvbench.runner.lock import RunBusy
 from bvbench.runner.plan import RunPlan
@@ -160,7 +164,7 @@ class RowTrainer:
             raise InterruptedRun(self.stopped_message(row, rd, e), e.signum) from None
 
     def resume_hint(self) -> str:
-        return f"continue with: bvbench run {self.recipe.name} --resume (same options)"
+        return f"the same command continues it (bvbench run {self.recipe.name}, same options)"
 
     def stopped_message(self, row: Row, rd: RunDir, e: Stopped) -> str:
         """What a signal that stopped a row at once left behind, in one line."""
@@ -178,9 +182,11 @@ class RowTrainer:
                  f"profile {self.recipe.profile}, {len(train_set)} train / {len(test_loader.dataset)} test, "
                  f"device {self.device}" + (f", {self.dist.world} processes" if self.dist.world > 1 else "")
                  + (", resuming" if ckpt else ""))
+        torch.set_num_threads(self.plan.ctx.threads_for(row))  # the count in its run id (CPU)
         model, teacher = self.build(row, info.num_classes)
+        check_input_size(model, row.data.img_size or info.img_size, f"row {row.name!r}")
         env_path = rd.path / "env.json"
-        env = environment(self.device, self.seed)
+        env = environment(self.device, self.seed, row.data.num_workers)
         if self.dist.main:
             try:
                 rd.path.mkdir(parents=True, exist_ok=True)
@@ -191,6 +197,7 @@ class RowTrainer:
             if env_path.exists():
                 env["start_time"] = json.loads(env_path.read_text()).get("start_time", env["start_time"])
             atomic_write_json(env_path, env)
+        pause_for_tests("setup")  # data and model built, nothing trained yet
         self.dist.barrier()
         t0 = time.perf_counter()
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -209,7 +216,7 @@ class RowTrainer:
             kept = ("its last checkpoint (before the divergence) is kept" if rd.checkpoint_path.exists()
                     else "nothing was saved before it")
             raise Diverged(f"{e}; {kept} in {rd.path}") from None
-        train_time = time.perf_counter() - t0
+        train_time = time.perf_counter() - t0 + trainer.time_before  # the earlier parts of a resumed run too
         # the last epoch already evaluated this model on this test set: reuse it (bit-identical)
         logits, targets = trainer.final_eval or predict(model, test_loader, self.device)
         metrics, cm = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
@@ -218,16 +225,18 @@ class RowTrainer:
             metrics["complexity_of"] = "trained model"  # its own size and input; paper tables count the paper's
             with self.stop.deferred():  # a signal now waits for `.done`: the run is finished, then it stops
                 self.write_results(rd, row, model, metrics, cm, info, test_info, len(train_set),
-                                   len(test_loader.dataset), train_time, trainer, env)
+                                   len(test_loader.dataset), train_time, trainer, env,
+                                   from_logits(logits, targets, split_indices(test_loader.dataset)))
         self.dist.barrier()
         return rd
 
     def write_results(self, rd: RunDir, row: Row, model: nn.Module, metrics: dict[str, Any], cm: Any, info: Any,
                       test_info: Any, n_train: int, n_test: int, train_time: float, trainer: Trainer,
-                      env: dict[str, Any]) -> None:
+                      env: dict[str, Any], preds: Predictions) -> None:
         """Everything a finished run leaves behind; `.done` last."""
         if rd.done:  # never rewrite a finished run (the folder lock makes this unreachable)
             raise BvbenchError(f"{rd.path} was finished by another process meanwhile; its files are kept")
+        write_predictions(rd.path / PREDICTIONS, preds)  # per-image, for paired claims (report.claims)
         classes = list(test_info.classes)
         write_confusion_csv(cm, classes, rd.path / "confusion.csv")
         plot_confusion(cm, classes, rd.path / "confusion.png", f"{self.recipe.name} / {row.label}")

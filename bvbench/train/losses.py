@@ -32,16 +32,20 @@ def psi(a: torch.Tensor) -> torch.Tensor:
     return a - a.roll(1, dims=-2)
 
 
-def ranking_loss(teacher_maps: list[torch.Tensor], student_maps: list[torch.Tensor]) -> torch.Tensor:
+def ranking_loss(teacher_maps: list[torch.Tensor], student_maps: list[torch.Tensor], norm: str = "fro") -> torch.Tensor:
     """Bi-ViT Eq. 12: L_ranking = sum_l ||psi(A_l^T) - psi(A_l^S)||_2 over the L attention layers, each map
-    [B, H, N, N]; the L2 norm is taken per sample over (H, N, N) and averaged over the batch."""
+    [B, H, N, N]; the L2 norm is taken per sample over (H, N, N) and averaged over the batch. `norm="mean"`
+    divides it by sqrt(H N N): the root mean square of the elements (the paper leaves the scale open)."""
+    if norm not in ("fro", "mean"):
+        raise ValueError(f"rank_norm must be 'fro' or 'mean', not {norm!r}")
     if len(teacher_maps) != len(student_maps) or not student_maps:
         raise ValueError(f"ranking loss needs one attention map per layer from both models "
                          f"(teacher {len(teacher_maps)}, student {len(student_maps)})")
     total = student_maps[0].new_zeros(())
     for t, s in zip(teacher_maps, student_maps, strict=True):
         d = (psi(t.detach().float()) - psi(s.float())).flatten(1)
-        total = total + d.norm(dim=1).mean()
+        per_sample = d.norm(dim=1) / (d.shape[1] ** 0.5 if norm == "mean" else 1.0)
+        total = total + per_sample.mean()
     return total
 
 
@@ -90,7 +94,7 @@ class ClassificationLoss(nn.Module):
             if kind == "ranking":
                 if attention is None:
                     raise ValueError("ranking distillation needs the attention maps (teacher, student)")
-                loss = loss + self.distill.lam * ranking_loss(*attention)
+                loss = loss + self.distill.lam * ranking_loss(*attention, norm=self.distill.rank_norm)
             return loss
         if kind == "distribution":
             return (1 - a) * self.ce(cls, target) + a * distribution_loss(dist, teacher_logits)

@@ -7,16 +7,20 @@ import math
 import torch
 from torch import nn
 
+from bvbench.quant.base import Quantizer
 from bvbench.recipes.schema import TrainConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms, 1-d tensors and quantizer scales (timm's convention)."""
+    """No weight decay on biases, norms, 1-d tensors (timm's convention) and on any parameter of a quantizer
+    (scales, offsets, GSB's Phi and Omega, LSF alphas, channel scales: whatever their shape)."""
+    quant = {id(p) for m in model.modules() if isinstance(m, Quantizer) for p in m.parameters()}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name or "token" in name else decay).append(p)
+        keep = p.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name or "token" in name or id(p) in quant
+        (no_decay if keep else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

@@ -8,7 +8,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from bvbench.evaluate.metrics import predict, topk_accuracy
 from bvbench.models import is_distilled
 from bvbench.quant.qattention import attention_maps, capturable
 from bvbench.recipes.schema import Row, StageConfig, checkpoint_interval
-from bvbench.results import atomic_torch_save, atomic_write_text
+from bvbench.results import atomic_torch_save, atomic_write_text, pause_for_tests
 from bvbench.train.losses import ClassificationLoss
 from bvbench.train.schedule import build_optimizer, effective_lr, lr_at, set_lr
 
@@ -151,6 +151,18 @@ class Dist:
 
 
 @dataclass
+class EpochSums:
+    """Running totals of the epoch in progress. Step checkpoints keep them, so the history row of an epoch
+    resumed mid-way covers the whole epoch, not only the steps after the resume."""
+
+    seen: int = 0
+    correct: int = 0
+    loss_sum: float = 0.0
+    n_batches: int = 0
+    time_s: float = 0.0  # training seconds of this epoch so far
+
+
+@dataclass
 class FitState:
     """Where training stands; saved in every checkpoint."""
 
@@ -158,10 +170,15 @@ class FitState:
     epoch: int = 0  # epoch within the stage
     step: int = 0  # batch within the epoch
     history: list[dict[str, Any]] = field(default_factory=list)
+    sums: EpochSums = field(default_factory=EpochSums)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+"""Ctrl-C, SIGTERM and SIGUSR1 (Slurm's signal before the time limit or on preemption) stop a run the same way."""
 
 
 class StopFlag:
-    """SIGINT/SIGTERM during a run. Inside `deferred()` (the training loop, writing a finished run) a signal is a
+    """SIGINT/SIGTERM/SIGUSR1 during a run. Inside `deferred()` (the training loop, writing a finished run) a signal is a
     flag read at the next safe point (a step boundary, the end of an epoch or of the block); elsewhere (building
     data and models, the final evaluation: nothing is half-written) it stops at once with `Stopped`. A second
     signal always stops at once. Installed once per run; nested `installed()` calls reuse it."""
@@ -178,7 +195,7 @@ class StopFlag:
         if self._active or threading.current_thread() is not threading.main_thread():
             yield self
             return
-        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {s: signal.getsignal(s) for s in STOP_SIGNALS}
 
         def handler(signum: int, frame: Any) -> None:
             if self.signal is not None:
@@ -247,6 +264,8 @@ class Trainer:
         self.stop = stop or StopFlag()
         self.amp = self.cfg.amp and device.type == "cuda"
         self.mixup = self._mixup()
+        self.time_before = 0.0  # training seconds of the earlier parts of a resumed run (from the checkpoint)
+        self._t0 = time.perf_counter()
         self._train_loader: DataLoader | None = None
         self.final_eval: tuple[torch.Tensor, torch.Tensor] | None = None  # the last epoch's test logits, targets
         self.ckpt_steps, self.ckpt_seconds = checkpoint_interval(self.cfg.checkpoint_every)
@@ -305,10 +324,15 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "fit": {"stage": self.state.stage, "epoch": self.state.epoch, "step": self.state.step,
-                    "history": self.state.history},
+                    "history": self.state.history, "sums": asdict(self.state.sums)},
             "rng": rng_state(),
             "row": self.row.name,
+            "train_time_s": self.train_time(),
         }
+
+    def train_time(self) -> float:
+        """Seconds spent training this run so far, every resumed part included."""
+        return self.time_before + time.perf_counter() - self._t0
 
     def save(self) -> None:
         self._since_save, self._saved_t = 0, time.monotonic()
@@ -326,8 +350,10 @@ class Trainer:
             self.opt.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise BvbenchError(f"checkpoint in {self.out_dir} does not match this row's model: {e}") from None
-        self.state = FitState(fit["stage"], fit["epoch"], fit["step"], list(fit["history"]))
+        self.state = FitState(fit["stage"], fit["epoch"], fit["step"], list(fit["history"]),
+                              EpochSums(**fit.get("sums", {})))  # checkpoints before the sums: none
         set_rng_state(ckpt["rng"])
+        self.time_before = float(ckpt.get("train_time_s", 0.0))
 
     def _checkpoint_due(self) -> bool:
         """`train.checkpoint_every`: N steps or M minutes since the last save."""
@@ -346,6 +372,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self, resume: dict[str, Any] | None = None) -> nn.Module:
         """Train every stage; returns the trained (unwrapped) model."""
+        self._t0 = time.perf_counter()
         if resume is not None:
             self.restore(resume)
         else:
@@ -363,6 +390,7 @@ class Trainer:
                 self._epoch(stage)
                 self.state.epoch += 1
                 self.state.step = 0
+                self.state.sums = EpochSums()
                 self.save()
                 self._stop_if_signalled(f"after epoch {self.state.epoch} of stage {stage.name}")
             self.state.stage += 1
@@ -374,6 +402,7 @@ class Trainer:
     def _stop_if_signalled(self, where: str) -> None:
         """A signal that arrived during an epoch's evaluation stops the run once its checkpoint is saved."""
         if self.stop.signal is not None:
+            pause_for_tests("stopping")
             raise Interrupted(where)
 
     @contextlib.contextmanager
@@ -395,7 +424,10 @@ class Trainer:
         desc = f"{self.row.name} [{stage.name}] epoch {st.epoch + 1}/{stage.epochs}"
         if self.progress is not None and self.dist.main:
             task = self.progress.add_task(desc, total=spe, completed=st.step, loss=float("nan"), acc=float("nan"), ips=0.0)
-        t0, seen, loss_sum, correct, n_batches = time.perf_counter(), 0, 0.0, 0, 0
+        if st.step == 0:
+            st.sums = EpochSums()
+        sums = st.sums  # a resumed epoch goes on from the totals of its first part
+        t0 = time.perf_counter() - sums.time_s
         for x, y in loader:  # persistent workers: they live until training ends (`_workers_stopped`)
             if st.step >= spe:
                 break
@@ -422,24 +454,27 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.opt.step()
             logits = out[0] if isinstance(out, tuple) else out
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += x.shape[0]
-            loss_sum += loss.item()
-            n_batches += 1
+            sums.correct += int((logits.argmax(1) == y).sum().item())
+            sums.seen += x.shape[0]
+            sums.loss_sum += loss.item()
+            sums.n_batches += 1
+            sums.time_s = time.perf_counter() - t0
             st.step += 1
             if task is not None:
-                ips = seen / max(time.perf_counter() - t0, 1e-9)
-                self.progress.update(task, advance=1, loss=loss_sum / n_batches, acc=correct / seen, ips=ips)
+                self.progress.update(task, advance=1, loss=sums.loss_sum / sums.n_batches,
+                                     acc=sums.correct / sums.seen, ips=sums.seen / max(sums.time_s, 1e-9))
             self._since_save += 1
             if self._checkpoint_due():
                 self.save()
             if self.stop.signal is not None:
+                pause_for_tests("stopping")
                 self.save()
                 raise Interrupted(f"stopped at stage {stage.name}, epoch {st.epoch + 1}, step {st.step}")
         elapsed = time.perf_counter() - t0
         rec: dict[str, Any] = {"stage": stage.name, "epoch": st.epoch + 1, "lr": self.opt.param_groups[0]["lr"],
-                               "train_loss": loss_sum / max(n_batches, 1), "train_top1": correct / max(seen, 1),
-                               "images_per_s": seen * self.dist.world / max(elapsed, 1e-9), "epoch_time_s": elapsed}
+                               "train_loss": sums.loss_sum / max(sums.n_batches, 1),
+                               "train_top1": sums.correct / max(sums.seen, 1),
+                               "images_per_s": sums.seen * self.dist.world / max(elapsed, 1e-9), "epoch_time_s": elapsed}
         if self.test_loader is not None:
             logits, targets = predict(self.model, self.test_loader, self.device, self.amp)
             rec["test_loss"] = nn.functional.cross_entropy(logits, targets).item()

@@ -22,3 +22,13 @@ def test_profile_bitvit_cifar10_matches_paper_table_1(cli) -> None:
         assert r["macs"] / 1e9 == pytest.approx(gmacs, rel=0.005)
     vit = rows["vit"]
     assert len(vit["blocks"]) == 12 and vit["bops"] == 0 and vit["ops"] == pytest.approx(vit["flops"])
+
+
+def test_gsb_table_ix_counts_the_distillation_token(cli) -> None:
+    """GSB Table IX's 146.9 / 233.6 / 267.3 x10^6 BOPs need n = 198 tokens (class, distillation, 196 patches)."""
+    code, out, err = cli("profile", "gsb-cifar100", "--rows", "t9-ours-baseline,t9-ours", "--json")
+    assert code == 0, err
+    rows = {r["row"]: r for r in json.loads(out)["rows"]}
+    for row, key, want in (("t9-ours-baseline", "attn_bops", 146.9e6), ("t9-ours-baseline", "mlp_bops", 233.6e6),
+                           ("t9-ours", "attn_bops", 267.3e6)):
+        assert rows[row][key] == pytest.approx(want, rel=0.01), (row, key)

@@ -68,6 +68,9 @@ def test_ranking_loss_matches_eq_13_written_out() -> None:
             d = _psi_loop(t[b]) - _psi_loop(s[b])
             want += math.sqrt(sum(float(x) ** 2 for x in d.flatten())) / 2
     assert ranking_loss(teacher, student).item() == pytest.approx(want, rel=1e-5)
+    assert ranking_loss(teacher, student, norm="fro").item() == pytest.approx(want, rel=1e-5)
+    # rank_norm mean: each per-sample norm over H x N x N = 3 x 4 x 4 elements is divided by sqrt(48)
+    assert ranking_loss(teacher, student, norm="mean").item() == pytest.approx(want / math.sqrt(48), rel=1e-5)
     assert ranking_loss(teacher, teacher).item() == 0.0
     # a map that differs only by a constant added to every row has the same ranking
     shifted = [a + 0.5 for a in teacher]
@@ -87,6 +90,9 @@ def test_ranking_distillation_total_is_hard_plus_lambda_ranking() -> None:
     loss = fn(logits, y, teacher, (t_maps, s_maps))
     hard = ClassificationLoss(0.0, DistillConfig(kind="hard", alpha=0.5))(logits, y, teacher)
     assert loss.item() == pytest.approx(hard.item() + 10.0 * ranking_loss(t_maps, s_maps).item(), rel=1e-6)
+    mean = ClassificationLoss(0.0, DistillConfig(kind="ranking", alpha=0.5, rank_norm="mean"))
+    want = hard.item() + 10.0 * ranking_loss(t_maps, s_maps, norm="mean").item()
+    assert mean(logits, y, teacher, (t_maps, s_maps)).item() == pytest.approx(want, rel=1e-6)
     loss.backward()
     assert s_maps[0].grad is not None and s_maps[0].grad.abs().sum() > 0
     with pytest.raises(ValueError, match="attention maps"):

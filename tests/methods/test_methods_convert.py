@@ -62,7 +62,10 @@ CASES: list[tuple[str, dict[str, Any], tuple[Any, ...], AttentionPrecision | Non
     ("gsb", {"k_att": 1, "k_v": 0}, (BIN,) * 4, AttentionPrecision(BIN, BIN, 1, 0), True),
     ("gsb", {"gsb_att": False, "gsb_v": False}, (BIN,) * 4, ATT_BIN, True),
     ("gsb", {"act_type_a": "sign"}, (BIN,) * 4, AttentionPrecision(BIN, BIN, 2, 2), True),
-    ("gsb", {"stage": 1}, (FP, FP, P(1, 32), P(1, 32)), None, True),
+    ("gsb", {"stage": 1}, (P(1, 32),) * 4, None, True),  # GSB Sec. IV-D: every linear's weights
+    ("gsb", {"stage": 1, "variant": "code"}, (FP, FP, P(1, 32), P(1, 32)), None, True),  # public code: MLP only
+    ("gsb-baseline", {"stage": 1}, (P(1, 32),) * 4, None, True),
+    ("gsb-baseline", {"stage": 1, "variant": "code"}, (FP, FP, P(1, 32), P(1, 32)), None, True),
 ]
 
 

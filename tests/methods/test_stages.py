@@ -64,8 +64,10 @@ def test_gsb_stage_two_starts_from_stage_one_weights(tmp_path: Path, monkeypatch
             seen["state"] = {k: v.clone() for k, v in self.model.state_dict().items()}
             seen["fc1_wq"] = self.model.blocks[0].mlp.fc1.weight_quant
             seen["patch_wq"] = self.model.patch_embed.proj.weight_quant
-            assert type(self.model.blocks[0].attn.qkv) is torch.nn.Linear  # stage 1: attention real
-            assert self.model.blocks[0].mlp.fc1.precision == Precision(1, 32)
+            blk0 = self.model.blocks[0]  # stage 1 (GSB Sec. IV-D): every linear's weights binary, activations real
+            assert type(blk0.attn) is not QAttention  # attention products real
+            for lin in (blk0.attn.qkv, blk0.attn.proj, blk0.mlp.fc1, blk0.mlp.fc2):
+                assert lin.precision == Precision(1, 32)
         original(self, i)
         if i == 1:
             seen["after"] = {k: v.clone() for k, v in self.model.state_dict().items()}

@@ -1,5 +1,5 @@
-/* AVX2 path: nibble-table popcount (vpshufb of the low and high nibbles, then vpsadbw per 64-bit lane), one A
- * word broadcast against a 16-row panel (four ymm), 2 rows at a time. Target attributes, as in bv_avx512.c. */
+/* AVX2 path: nibble-table popcount (vpshufb of the low and high nibbles) summed as bytes over blocks of 31
+ * words, then vpsadbw per 64-bit lane; one A word broadcast against a 16-row panel (four ymm), 2 rows at a time. Target attributes, as in bv_avx512.c. */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
@@ -8,17 +8,10 @@
 #define BV_T256 __attribute__((target("avx2,popcnt")))
 #define BV_INLINE static inline __attribute__((always_inline))
 #define BV_MR256 2
+#define BV_BLK256 31 /* words per byte-count block: 31 * 8 = 248 < 256 */
 
 BV_T256 BV_INLINE __m256i op256(__m256i a, __m256i b, const int op) {
     return op == BV_OP_AND ? _mm256_and_si256(a, b) : _mm256_xor_si256(a, b);
-}
-
-/* per 64-bit lane popcount of x */
-BV_T256 BV_INLINE __m256i popcnt256(__m256i x, __m256i lut, __m256i low4) {
-    __m256i lo = _mm256_and_si256(x, low4);
-    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low4);
-    __m256i cnt = _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
-    return _mm256_sad_epu8(cnt, _mm256_setzero_si256());
 }
 
 /* four 64-bit counts (all < 2^31) from each of c0, c1 -> eight int32 in column order */
@@ -34,8 +27,15 @@ BV_T256 BV_INLINE void store8_256(const bv_gemm_args *g, int64_t b, int64_t i, i
     const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(nc < 8 ? nc : 8)), lanes);
     int32_t sub = g->row_sub ? g->row_sub[b * g->stride_row_sub + i] : 0;
-    __m256i r = _mm256_add_epi32(_mm256_set1_epi32(g->base - sub),
-                                 _mm256_mullo_epi32(cnt, _mm256_set1_epi32(g->mul)));
+    __m256i base = _mm256_set1_epi32(g->base - sub), r; /* mul is -2, 1 or 2 for every caller: no mullo */
+    if (g->mul == -2)
+        r = _mm256_sub_epi32(base, _mm256_add_epi32(cnt, cnt));
+    else if (g->mul == 2)
+        r = _mm256_add_epi32(base, _mm256_add_epi32(cnt, cnt));
+    else if (g->mul == 1)
+        r = _mm256_add_epi32(base, cnt);
+    else
+        r = _mm256_add_epi32(base, _mm256_mullo_epi32(cnt, _mm256_set1_epi32(g->mul)));
     int64_t o = b * g->stride_c + i * g->ldc + j0;
     if (g->out_f32 == NULL) {
         if (g->accumulate) r = _mm256_add_epi32(r, _mm256_maskload_epi32(g->out_i32 + o, mask));
@@ -57,23 +57,35 @@ BV_T256 BV_INLINE void tile256(const bv_gemm_args *g, int64_t b, int64_t i0, int
                               const int op) {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2,
                                          3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i low4 = _mm256_set1_epi8(0x0F), zero = _mm256_setzero_si256();
     const uint64_t *a = g->a + b * g->stride_a + i0 * g->lda;
     const uint64_t *pn = g->b + b * g->stride_b + p * g->words * BV_NR;
     const int64_t lda = g->lda;
     __m256i acc[BV_MR256][4];
 #pragma GCC unroll 2
-    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = _mm256_setzero_si256();
-    for (int64_t w = 0; w < g->words; w++) {
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; q++) {
-            __m256i bq = _mm256_loadu_si256((const __m256i *)(pn + w * BV_NR + 4 * q));
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = zero;
+    for (int64_t w0 = 0; w0 < g->words; w0 += BV_BLK256) {
+        const int64_t w1 = w0 + BV_BLK256 < g->words ? w0 + BV_BLK256 : g->words;
+        __m256i c8[BV_MR256][4]; /* byte counts: at most 8 per word and byte, so < 256 over a block */
 #pragma GCC unroll 2
-            for (int r = 0; r < mr; r++) {
-                __m256i av = _mm256_set1_epi64x((long long)a[r * lda + w]);
-                acc[r][q] = _mm256_add_epi64(acc[r][q], popcnt256(op256(av, bq, op), lut, low4));
+        for (int r = 0; r < mr; r++) c8[r][0] = c8[r][1] = c8[r][2] = c8[r][3] = zero;
+        for (int64_t w = w0; w < w1; w++) {
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; q++) {
+                __m256i bq = _mm256_loadu_si256((const __m256i *)(pn + w * BV_NR + 4 * q));
+#pragma GCC unroll 2
+                for (int r = 0; r < mr; r++) {
+                    __m256i x = op256(_mm256_set1_epi64x((long long)a[r * lda + w]), bq, op);
+                    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low4);
+                    c8[r][q] = _mm256_add_epi8(c8[r][q], _mm256_shuffle_epi8(lut, _mm256_and_si256(x, low4)));
+                    c8[r][q] = _mm256_add_epi8(c8[r][q], _mm256_shuffle_epi8(lut, hi));
+                }
             }
         }
+#pragma GCC unroll 2
+        for (int r = 0; r < mr; r++)
+#pragma GCC unroll 4
+            for (int q = 0; q < 4; q++) acc[r][q] = _mm256_add_epi64(acc[r][q], _mm256_sad_epu8(c8[r][q], zero));
     }
     int64_t nc = g->n - p * BV_NR;
 #pragma GCC unroll 2

@@ -14,14 +14,23 @@ BV_T512 BV_INLINE __m512i op512(__m512i a, __m512i b, const int op) {
     return op == BV_OP_AND ? _mm512_and_si512(a, b) : _mm512_xor_si512(a, b);
 }
 
-/* 16 counts of one output row -> int32 or float epilogue (see bv_store_scalar for the formula). */
+/* 16 counts of one output row -> int32 or float epilogue (see bv_store_scalar for the formula). The even
+ * dwords of (c_lo, c_hi) are the 16 counts (each < 2^31); mul is -2, 1 or 2 for every caller, so the product
+ * is a shift (mullo is two uops at ten cycles' latency, which shows at K = 64). */
 BV_T512 BV_INLINE void store_row512(const bv_gemm_args *g, int64_t b, int64_t i, int64_t j0, __mmask16 mask,
                                    __m512i c_lo, __m512i c_hi) {
-    __m512i cnt = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(c_lo)),
-                                     _mm512_cvtepi64_epi32(c_hi), 1);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    __m512i cnt = _mm512_permutex2var_epi32(c_lo, even, c_hi);
     int32_t sub = g->row_sub ? g->row_sub[b * g->stride_row_sub + i] : 0;
-    __m512i r = _mm512_add_epi32(_mm512_set1_epi32(g->base - sub),
-                                 _mm512_mullo_epi32(cnt, _mm512_set1_epi32(g->mul)));
+    __m512i base = _mm512_set1_epi32(g->base - sub), r;
+    if (g->mul == -2)
+        r = _mm512_sub_epi32(base, _mm512_add_epi32(cnt, cnt));
+    else if (g->mul == 2)
+        r = _mm512_add_epi32(base, _mm512_add_epi32(cnt, cnt));
+    else if (g->mul == 1)
+        r = _mm512_add_epi32(base, cnt);
+    else
+        r = _mm512_add_epi32(base, _mm512_mullo_epi32(cnt, _mm512_set1_epi32(g->mul)));
     int64_t o = b * g->stride_c + i * g->ldc + j0;
     if (g->out_f32 == NULL) {
         if (g->accumulate) r = _mm512_add_epi32(r, _mm512_maskz_loadu_epi32(mask, g->out_i32 + o));

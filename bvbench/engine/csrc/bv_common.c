@@ -2,6 +2,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stddef.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "bvkernels.h"
 
@@ -188,6 +191,137 @@ BV_API void bv_row_popcount(const uint64_t *a, int64_t rows, int64_t words, int6
         int32_t cnt = 0;
         for (int64_t w = 0; w < words; w++) cnt += __builtin_popcountll(a[r * lda + w]);
         out[r] = cnt;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ fused */
+
+/* One call per binarized layer: pack A's float rows (pa, rows = g->batch * g->m) into scratch words, count
+ * their set bits as row_sub when `sub_popcount` ({0,1} x {+-1}: 2 popcount(m & v) - popcount(m)), then run
+ * the GEMM g on them (g->a, lda, stride_a and row_sub are filled here). -1: path unsupported, -2: no memory. */
+BV_API int bv_pack_gemm(int path, const bv_pack_args *pa, const bv_gemm_args *g, int sub_popcount, int threads) {
+    const bv_path *kernels = bv_get_path(path);
+    if (kernels == NULL) return -1;
+    if (pa->rows != g->batch * g->m || pa->words != g->words) return -3;
+    size_t bytes = (size_t)(pa->rows * pa->words) * sizeof(uint64_t) + 64;
+    uint64_t *buf = malloc(bytes);
+    int32_t *sub = sub_popcount ? malloc((size_t)pa->rows * sizeof(int32_t) + 4) : NULL;
+    if (buf == NULL || (sub_popcount && sub == NULL)) {
+        free(buf);
+        free(sub);
+        return -2;
+    }
+    bv_pack_args p = *pa;
+    p.out = buf;
+    p.ldo = pa->words;
+    p.panel = 0;
+    bv_pack_run(&p, kernels->pack_f32, threads);
+    bv_gemm_args a = *g;
+    a.a = buf;
+    a.lda = pa->words;
+    a.stride_a = g->m * pa->words;
+    if (sub != NULL) {
+        bv_row_popcount(buf, pa->rows, pa->words, pa->words, sub);
+        a.row_sub = sub;
+        a.stride_row_sub = g->m;
+    }
+    int rc = bv_gemm(path, &a, threads);
+    free(buf);
+    free(sub);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ int8 */
+
+/* BitNet absmax codes of `rows` rows of k floats (row r at x + r * ldx): gamma = max(max |x|, smin) over each
+ * row (per_row) or over all rows, code = clamp(rint(x * (qb / gamma)), -qb, qb - 1) as int8 (rows x k, dense),
+ * gamma into gamma[rows or 1]. The fp32 operations of AbsMax.quantize, in its order (`qb / gamma` is torch's
+ * reciprocal times qb; rint: half to even, as torch.round); |x| is compared as integer bits, which order non-negative floats (and put NaN on top). */
+static inline __attribute__((always_inline)) void absmax_i8_body(const float *x, int64_t rows, int64_t k,
+                                                                 int64_t ldx, int per_row, float qb, float smin,
+                                                                 int8_t *codes, float *gamma) {
+    uint32_t top = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        if (per_row) top = 0;
+        const float *xr = x + r * ldx;
+        for (int64_t j = 0; j < k; j++) {
+            uint32_t u;
+            memcpy(&u, xr + j, 4);
+            u &= 0x7FFFFFFFu;
+            top = u > top ? u : top;
+        }
+        if (per_row || r == rows - 1) {
+            float g;
+            memcpy(&g, &top, 4);
+            g = g < smin ? smin : g; /* clamp_min; NaN stays NaN */
+            if (per_row) gamma[r] = g; else gamma[0] = g;
+        }
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        const float inv = (1.0f / gamma[per_row ? r : 0]) * qb, lo = -qb, hi = qb - 1.0f; /* torch: qb / t */
+        const float *xr = x + r * ldx;
+        int8_t *cr = codes + r * k;
+        for (int64_t j = 0; j < k; j++) {
+            float c = rintf(xr[j] * inv);
+            c = c < lo ? lo : c;
+            c = c > hi ? hi : c;
+            cr[j] = (int8_t)c;
+        }
+    }
+}
+
+static void absmax_i8_portable(const float *x, int64_t rows, int64_t k, int64_t ldx, int per_row, float qb,
+                               float smin, int8_t *codes, float *gamma) {
+    absmax_i8_body(x, rows, k, ldx, per_row, qb, smin, codes, gamma);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2"))) static void absmax_i8_avx2(const float *x, int64_t rows, int64_t k, int64_t ldx,
+                                                           int per_row, float qb, float smin, int8_t *codes,
+                                                           float *gamma) {
+    absmax_i8_body(x, rows, k, ldx, per_row, qb, smin, codes, gamma);
+}
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void absmax_i8_avx512(
+    const float *x, int64_t rows, int64_t k, int64_t ldx, int per_row, float qb, float smin, int8_t *codes,
+    float *gamma) {
+    absmax_i8_body(x, rows, k, ldx, per_row, qb, smin, codes, gamma);
+}
+#endif
+
+BV_API int bv_absmax_i8(int path, const float *x, int64_t rows, int64_t k, int64_t ldx, int per_row, float qb,
+                        float smin, int8_t *codes, float *gamma) {
+    if (bv_get_path(path) == NULL) return -1;
+    if (rows <= 0) return 0;
+#if defined(__x86_64__) || defined(__i386__)
+    if (path == BV_AVX512) {
+        absmax_i8_avx512(x, rows, k, ldx, per_row, qb, smin, codes, gamma);
+        return 0;
+    }
+    if (path == BV_AVX2) {
+        absmax_i8_avx2(x, rows, k, ldx, per_row, qb, smin, codes, gamma);
+        return 0;
+    }
+#endif
+    absmax_i8_portable(x, rows, k, ldx, per_row, qb, smin, codes, gamma);
+    return 0;
+}
+
+/* The float epilogue of an int8 product r (rows x n int32, dense), in the order of PackedLinear._int8:
+ * y = (float)(r + shift * wsum[j]) * step[i] * col[j] (+ eta[i] * (col[j] * (float)wsum[j])) (+ bias[j]);
+ * step / eta: one value (stride 0) or one per row (stride 1); eta, bias may be NULL. */
+BV_API void bv_i8_epilogue(const int32_t *r, int64_t rows, int64_t n, int32_t shift, const int32_t *wsum,
+                           const float *step, int64_t stride_step, const float *col, const float *eta,
+                           int64_t stride_eta, const float *bias, float *out) {
+    for (int64_t i = 0; i < rows; i++) {
+        const float s = step[i * stride_step], e = eta ? eta[i * stride_eta] : 0.0f;
+        const int32_t *ri = r + i * n;
+        float *yi = out + i * n;
+        for (int64_t j = 0; j < n; j++) {
+            float y = (float)(ri[j] + shift * wsum[j]) * s * col[j];
+            if (eta) y = y + e * (col[j] * (float)wsum[j]);
+            if (bias) y = y + bias[j];
+            yi[j] = y;
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #define BV_API __attribute__((visibility("default")))
-#define BV_ABI_VERSION 1
+#define BV_ABI_VERSION 3
 #define BV_NR 16
 
 enum { BV_PORTABLE = 0, BV_AVX2 = 1, BV_AVX512 = 2 };
@@ -93,6 +93,12 @@ BV_API int bv_gemm(int path, const bv_gemm_args *g, int threads);
 BV_API int bv_pack_f32(int path, const bv_pack_args *pa, int threads);
 BV_API int bv_pack_u8(int path, const bv_pack_args *pa, int threads);
 BV_API void bv_panelize(const uint64_t *src, int64_t n, int64_t words, int64_t lds, uint64_t *dst);
+BV_API int bv_pack_gemm(int path, const bv_pack_args *pa, const bv_gemm_args *g, int sub_popcount, int threads);
+BV_API int bv_absmax_i8(int path, const float *x, int64_t rows, int64_t k, int64_t ldx, int per_row, float qb,
+                        float smin, int8_t *codes, float *gamma);
+BV_API void bv_i8_epilogue(const int32_t *r, int64_t rows, int64_t n, int32_t shift, const int32_t *wsum,
+                           const float *step, int64_t stride_step, const float *col, const float *eta,
+                           int64_t stride_eta, const float *bias, float *out);
 BV_API void bv_row_popcount(const uint64_t *a, int64_t rows, int64_t words, int64_t lda, int32_t *out);
 
 #endif
