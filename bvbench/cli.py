@@ -255,7 +255,8 @@ def run(
 
     from bvbench.recipes import load_recipe
     from bvbench.recipes.schema import MAX_SEED
-    from bvbench.report.table import build_tables, to_markdown, write_tables
+    from bvbench.report.claims import build_claims, claims_markdown, write_claims
+    from bvbench.report.table import recipe_tables, to_markdown, write_tables
     from bvbench.runner import RowsFailed, RunOptions, run_recipe
 
     if seed is not None and not 0 <= seed <= MAX_SEED:
@@ -280,9 +281,11 @@ def run(
         for i in range(seeds):
             console.print(f"[bold]seed {first + i}[/] ({i + 1} of {seeds})")
             rec = _run_seed(run_recipe, recipe, replace(opts, seed=first + i), failures)
-    tables = build_tables(rec, Path(out), profile)
+    tables = recipe_tables(recipe, Path(out), profile)  # what `bvbench table --profile P` prints
     write_tables(tables, Path(out), rec.name)
-    print(to_markdown(tables))
+    claims = build_claims(load_recipe(recipe), Path(out), profile)
+    write_claims(claims, Path(out), rec.name)
+    print(to_markdown(tables) + ("\n" + claims_markdown(rec.name, claims) if claims else ""))
     if failures:  # the table is written; the exit code still says that rows are missing
         raise failures[0] if len(failures) == 1 else RowsFailed("; ".join(
             f"seed {first + i}: {f}" for i, f in enumerate(failures)))
@@ -340,8 +343,8 @@ def status(
 def table(
     recipe: Annotated[list[str] | None, typer.Argument(help="recipes (default: every recipe with results)")] = None,
     results: Annotated[str, typer.Option(help="results folder")] = "results",
-    format_: Annotated[str | None, typer.Option("--format", help="md, csv or rich (default: rich on a terminal, "
-                                                                 "md otherwise)")] = None,
+    format_: Annotated[str | None, typer.Option("--format", help="md, csv, tex (LaTeX, booktabs) or rich "
+                                                                 "(default: rich on a terminal, md otherwise)")] = None,
     profile: Annotated[str | None, typer.Option(help="only runs of this profile")] = None,
     out: Annotated[str | None, typer.Option(help="write to this file instead of printing")] = None,
     paper: Annotated[bool, typer.Option("--paper", help="only the paper's columns, as the recipe transcribes "
@@ -356,15 +359,15 @@ def table(
     from bvbench.report import table as tb
     from bvbench.report.claims import build_claims, claims_markdown, claims_rich, write_claims
 
-    if format_ not in (None, "md", "csv", "rich"):
-        raise BvbenchError(f"--format {format_!r}: choose md, csv or rich")
+    if format_ not in (None, *tb.FORMATS):
+        raise BvbenchError(f"--format {format_!r}: choose md, csv, tex or rich")
     if paper and measured_only:
         raise BvbenchError("--paper and --measured-only exclude each other: --paper shows the paper's columns only, "
                            "--measured-only ours only; pass one")
     if summary and (paper or measured_only):
         raise BvbenchError("--summary lists measured rows; it does not take --paper or --measured-only")
     if format_ == "rich" and out:
-        raise BvbenchError("--format rich prints to the terminal; write files with --format md or csv")
+        raise BvbenchError("--format rich prints to the terminal; write files with --format md, csv or tex")
     fmt = format_ or ("md" if out or not sys.stdout.isatty() else "rich")
     view = "paper" if paper else "measured" if measured_only else "full"
     res = Path(results)
@@ -378,25 +381,28 @@ def table(
         if fmt == "rich":
             console.print(tb.summary_rich(lines))
             return
+        if fmt == "tex":
+            raise BvbenchError("--summary writes md or csv; --format tex is for the paper tables")
         text = tb.summary_markdown(lines) if fmt == "md" else tb.summary_csv(lines)
     else:
         all_tables, all_claims = [], []
         for name in names:
             rec = load_recipe(name)
-            tables = tb.build_tables(rec, res, profile)
+            tables = tb.recipe_tables(name, res, profile)
             claims = build_claims(rec, res, profile)  # the "Claims" section after the tables
             if (res / rec.name).is_dir():
                 tb.write_tables(tables, res, rec.name)
                 write_claims(claims, res, rec.name)
             all_tables += tables
             all_claims += [(rec.name, claims)] if claims and view != "paper" else []
-        if fmt == "rich":
-            for i, t in enumerate(tb.to_rich(all_tables, view) + [claims_rich(*c) for c in all_claims]):
+        rendered = tb.render(all_tables, fmt, view)
+        if not isinstance(rendered, str):
+            for i, t in enumerate(rendered + [claims_rich(*c) for c in all_claims]):
                 if i:
                     console.print()
                 console.print(t)
             return
-        text = tb.to_markdown(all_tables, view) if fmt == "md" else tb.to_csv(all_tables, view)
+        text = rendered
         text += "".join("\n" + claims_markdown(*c) for c in all_claims) if fmt == "md" else ""
     if out:
         from bvbench.results import atomic_write_text

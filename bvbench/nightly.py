@@ -170,7 +170,7 @@ def _main(argv: list[str] | None) -> int:
     from bvbench.report.claims import build_claims, write_claims
     from bvbench.report.plots import plot_recipe
     from bvbench.report.readme import write_readme
-    from bvbench.report.table import build_summary, build_tables, write_summary, write_tables
+    from bvbench.report.table import build_summary, recipe_tables, write_summary, write_tables
     from bvbench.results import atomic_write_json, now
     from bvbench.runner import RunContext, RunOptions, run_recipe
     from bvbench.runner.identity import REFERENCE_THREADS
@@ -235,7 +235,7 @@ def _main(argv: list[str] | None) -> int:
         for e in entries:
             rec = load_recipe(e["recipe"])
             if (out / rec.name).is_dir():
-                write_tables(build_tables(rec, out, "cpu"), out, rec.name)
+                write_tables(recipe_tables(e["recipe"], out, "cpu"), out, rec.name)
                 write_claims(build_claims(rec, out, "cpu"), out, rec.name)
                 plot_recipe(rec, out, "cpu", log=lambda m: print(m, flush=True))
         out.mkdir(parents=True, exist_ok=True)

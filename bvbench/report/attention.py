@@ -181,8 +181,6 @@ def attention_figure(run_dirs: list[Path], n_images: int, out: Path, *, data_dir
                      method: str = "rollout") -> Path:
     """Draw the first `n_images` test images (rows) and each run's attention over them (columns, titled with
     the row label and top-1) into the PNG `out`; the method is named in the figure title."""
-    from torch.nn.functional import interpolate
-
     if method not in METHODS:
         raise BvbenchError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
     if not run_dirs:
@@ -211,12 +209,9 @@ def attention_figure(run_dirs: list[Path], n_images: int, out: Path, *, data_dir
         heat = cls_map(maps, num_prefix, method)
         if heat.shape[1] != grid[0] * grid[1]:
             raise BvbenchError(f"{r.path}: {heat.shape[1]} patch tokens do not fill a {grid[0]}x{grid[1]} grid")
-        heat = heat.view(n, 1, *grid)
-        heat = interpolate(heat, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-        lo = heat.flatten(1).min(dim=1).values.view(-1, 1, 1)
-        hi = heat.flatten(1).max(dim=1).values.view(-1, 1, 1)
-        heat = (heat - lo) / (hi - lo).clamp_min(1e-12)  # each map stretched to [0, 1] for display
+        heat = heat.view(n, *grid)  # one value per patch: drawn as blocks, never smoothed
         cols.append((r, heat.numpy(), logits.argmax(dim=1).tolist()))
+    vmax = shared_scale([h for _, h, _ in cols])
 
     ncols = 1 + len(cols)
     size = 2.3
@@ -231,8 +226,7 @@ def attention_figure(run_dirs: list[Path], n_images: int, out: Path, *, data_dir
             ax.set_title("original", fontsize=9)
         for j, (r, heat, preds) in enumerate(cols, start=1):
             ax = axes[i, j]
-            ax.imshow(img, interpolation="nearest")
-            im = ax.imshow(heat[i], cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear")
+            im = heat_panel(ax, img, heat[i], vmax)
             ok = preds[i] == labels[i]
             ax.set_xlabel(f"pred {info.classes[preds[i]]}", fontsize=7, color="green" if ok else "red")
             if i == 0:
@@ -241,7 +235,8 @@ def attention_figure(run_dirs: list[Path], n_images: int, out: Path, *, data_dir
             ax.set_xticks([])
             ax.set_yticks([])
     if im is not None:
-        fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.6, label="attention (per map, min-max)")
+        fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.6,
+                     label="class-token attention per patch (one scale for every map)")
     name, how = METHODS[method]
     width = max(40, int(size * ncols * 12))  # characters that fit the figure's width at this font size
     fig.suptitle(textwrap.fill(f"{name} — {info.display}, first {n} test images", width) + "\n"
@@ -254,9 +249,26 @@ def attention_figure(run_dirs: list[Path], n_images: int, out: Path, *, data_dir
     return out
 
 
+HEAT_CMAP = "viridis"  # perceptually uniform (not jet)
+
+
+def shared_scale(heats: list[np.ndarray]) -> float:
+    """One colour scale for every map of a figure: 0 to the largest patch attention of any of them."""
+    return max([float(np.max(h)) for h in heats if h.size] + [1e-12])
+
+
+def heat_panel(ax: Any, img: np.ndarray, heat: np.ndarray, vmax: float) -> Any:
+    """The image with the patch-grid attention `heat` [gh, gw] over it: one block per patch (nearest),
+    a perceptual colour map and the figure's shared scale [0, vmax]."""
+    h, w = img.shape[:2]
+    ax.imshow(img, interpolation="nearest")
+    return ax.imshow(heat, cmap=HEAT_CMAP, alpha=0.6, vmin=0.0, vmax=vmax, interpolation="nearest",
+                     extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+
+
 def default_out(run_dirs: list[Path], method: str) -> Path:
     """results/<recipe>/attention_<method>.png for the first run folder results/<recipe>/<row>/<run-id>."""
     return Path(run_dirs[0]).resolve().parent.parent / f"attention_{method}.png"
 
 
-__all__ = ["METHODS", "attention_figure", "cls_map", "collect_attention", "default_out", "load_run", "rollout"]
+__all__ = ["METHODS", "attention_figure", "heat_panel", "shared_scale", "cls_map", "collect_attention", "default_out", "load_run", "rollout"]

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from bvbench.recipes.schema import UNITS, PaperColumn, Recipe, Row
-from bvbench.report.table import latest_run
+from bvbench.report.table import latest_run, untrained
 from bvbench.results import Metrics, atomic_write_bytes
 
 matplotlib.use("Agg")  # files only, never a window (pyplot resolves its backend lazily)
@@ -30,7 +30,7 @@ DPI = 110
 # Size metrics in preference order: the first one a paper column prints is what the size figure shows.
 SIZE_KEYS = ("size_mb", "size_mib", "size_fp32_mib")
 SIZE_LABELS = {
-    "size_mb": "model size (MB = 10^6 bytes, weights at their bit width)",
+    "size_mb": "packed model size (MB = 10^6 bytes, weights at their bit width)",
     "size_mib": "model size (MiB, weights at their bit width)",
     "size_fp32_mib": "model size (MiB, every parameter as fp32)",
 }
@@ -88,13 +88,14 @@ class RecipeRuns:
 
 
 def finished_runs(recipe: Recipe, results: Path, profile: str | None = None) -> RecipeRuns:
-    """The newest finished run of every runnable row (via `latest_run`), in the recipe's order."""
+    """The newest finished run of every runnable row (via `latest_run`), in the recipe's order; rows that
+    trained nothing from nothing (complexity only) are left out."""
     out = RecipeRuns(recipe, profile=profile)
     for row in recipe.rows:
         if row.status != "run":
             continue
         m = latest_run(results, recipe.name, row.name, profile)
-        if m is None:
+        if m is None or untrained(row, m):  # complexity-only rows (untrained): no accuracy to plot
             continue
         out.runs.append(FinishedRun(row, m, results / recipe.name / row.name / str(m.run_id or "")))
     return out
@@ -124,9 +125,12 @@ def paper_value(recipe: Recipe, row: Row, key: str) -> float | None:
 
 
 def size_key(recipe: Recipe) -> str:
-    """The size metric the paper prints (size_mb, size_mib or size_fp32_mib); size_mb when it prints none."""
-    keys = {c.key for t in recipe.paper.tables for c in t.columns}
-    return next((k for k in SIZE_KEYS if k in keys), "size_mb")
+    """The size the size figure shows: always the packed size (size_mb, weights at their bit width), so 1-bit
+    rows sit left of full-precision ones whatever size the paper prints."""
+    return "size_mb"
+
+
+PACKED_PAPER_SIZES = {"size_mb": 1.0, "size_mib": 2**20 / 1e6}  # paper size columns at bit width, to MB
 
 
 def accuracy_points(rr: RecipeRuns, key: str) -> list[Point]:
@@ -134,6 +138,9 @@ def accuracy_points(rr: RecipeRuns, key: str) -> list[Point]:
     pts: list[Point] = []
     for row in rr.recipe.rows:
         acc, cost = paper_value(rr.recipe, row, "top1"), paper_value(rr.recipe, row, key)
+        if key == "size_mb":  # the paper's packed size in MB (MiB converted); fp32 sizes are not packed sizes
+            cost = next((v * f for k, f in PACKED_PAPER_SIZES.items()
+                         if (v := paper_value(rr.recipe, row, k)) is not None), None)
         if acc is not None and cost is not None and cost > 0:
             pts.append(Point(row.name, row.label, "paper", cost, 100 * acc))
     for run in rr.runs:
@@ -187,51 +194,114 @@ def scatter_figure(points: list[Point], xlabel: str, title: str, order: list[str
         ("ours", Line2D([], [], marker="o", ls="", color="gray", label="ours (measured)"))) if src in sources]
     ax.legend(handles=handles, loc="best", fontsize=8)
     fig.tight_layout()
-    _place_labels(ax, points, color, fontsize=8 if len(points) <= 20 else 6.5)
+    left = _place_labels(ax, points, color, fontsize=8 if len(points) <= 20 else 6.5)
+    if left:
+        _label_key(fig, left)
     return fig
 
 
-def _place_labels(ax: Any, points: list[Point], color: dict[str, Any], fontsize: float) -> None:
-    """Label every point with its row label, greedily: the nearest of 8 directions x 5 distances where the text
-    overlaps no earlier label or marker and stays inside the axes; far labels get a thin leader line."""
+def _boxes(ax: Any, points: list[Point], renderer: Any) -> list[Any]:
+    """What a label must not cover: every marker and the legend."""
+    boxes = []
+    for p in points:
+        x, y = ax.transData.transform((p.cost, p.accuracy))
+        boxes.append(matplotlib.transforms.Bbox([[x - 5, y - 5], [x + 5, y + 5]]))
+    if ax.get_legend() is not None:
+        boxes.append(ax.get_legend().get_window_extent(renderer))
+    return boxes
+
+
+def _fits(bb: Any, inside: Any, taken: list[Any]) -> bool:
+    return (bb.x0 >= inside.x0 and bb.x1 <= inside.x1 and bb.y0 >= inside.y0 and bb.y1 <= inside.y1
+            and not any(bb.overlaps(o) for o in taken))
+
+
+DIRS = [(1, 0.3, "left", "bottom"), (1, -0.3, "left", "top"), (-1, 0.3, "right", "bottom"),
+        (-1, -0.3, "right", "top"), (0, 1, "center", "bottom"), (0, -1, "center", "top"),
+        (1, 1, "left", "bottom"), (-1, -1, "right", "top")]
+
+
+def _candidates(x: float, y: float, w: float, h: float, pt: float) -> Any:
+    """(offset in points, ha, va, pixel bbox) of a w x h label at the nearest of 8 directions x 5 distances."""
+    for r in (5, 12, 22, 34, 50):
+        for dx, dy, ha, va in DIRS:
+            ox, oy = x + dx * r * pt, y + dy * r * pt
+            x0 = ox - {"left": 0.0, "right": w, "center": w / 2}[ha]
+            y0 = oy - {"bottom": 0.0, "top": h, "center": h / 2}[va]
+            box = matplotlib.transforms.Bbox([[x0, y0], [x0 + w, y0 + h]]).expanded(1.04, 1.15)
+            yield (dx * r, dy * r), ha, va, box
+
+
+def _place_labels(ax: Any, points: list[Point], color: dict[str, Any], fontsize: float) -> list[Point]:
+    """Label every point with its row label where the text overlaps no other label, marker or the legend and
+    stays inside the axes: greedily (the nearest of 8 directions x 5 distances), then adjustText for the rest.
+    Returns the points no free place was found for (they get no label in the axes: see `_label_key`)."""
     from matplotlib.colors import to_rgb
 
     fig = ax.figure
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
-    taken = []
-    for p in points:  # the markers themselves are obstacles too
-        x, y = ax.transData.transform((p.cost, p.accuracy))
-        taken.append(matplotlib.transforms.Bbox([[x - 5, y - 5], [x + 5, y + 5]]))
-    dirs = [(1, 0.3, "left", "bottom"), (1, -0.3, "left", "top"), (-1, 0.3, "right", "bottom"),
-            (-1, -0.3, "right", "top"), (0, 1, "center", "bottom"), (0, -1, "center", "top"),
-            (1, 1, "left", "bottom"), (-1, -1, "right", "top")]
+    taken = _boxes(ax, points, renderer)
+    pt = fig.dpi / 72  # pixels per point
+    left = []
     for p in points:
         dark = tuple(0.7 * c for c in to_rgb(color[p.row]))
-        first = None
-        for r in (5, 12, 22, 34, 50):
-            for dx, dy, ha, va in dirs:
-                far = r >= 22
-                t = ax.annotate(p.label, (p.cost, p.accuracy), textcoords="offset points", xytext=(dx * r, dy * r),
-                                ha=ha, va=va, fontsize=fontsize, color=dark,
-                                arrowprops={"arrowstyle": "-", "color": dark, "lw": 0.5, "alpha": 0.6} if far else None)
-                bb = t.get_window_extent(renderer).expanded(1.04, 1.15)
-                ok = (bb.x0 >= inside.x0 and bb.x1 <= inside.x1 and bb.y0 >= inside.y0 and bb.y1 <= inside.y1
-                      and not any(bb.overlaps(o) for o in taken))
-                if ok:
-                    taken.append(bb)
-                    break
-                if first is None:
-                    first = (dx * r, dy * r, ha, va)
-                t.remove()
-            else:
-                continue
-            break
-        else:  # nowhere free: the closest place, overlapping
-            assert first is not None
-            ax.annotate(p.label, (p.cost, p.accuracy), textcoords="offset points", xytext=first[:2], ha=first[2],
-                        va=first[3], fontsize=fontsize, color=dark)
+        probe = ax.text(0, 0, p.label, fontsize=fontsize, transform=None)
+        size = probe.get_window_extent(renderer)
+        probe.remove()
+        x, y = ax.transData.transform((p.cost, p.accuracy))
+        for off, ha, va, box in _candidates(x, y, size.width, size.height, pt):
+            if _fits(box, inside, taken):
+                far = abs(off[0]) >= 22 or abs(off[1]) >= 22
+                ax.annotate(p.label, (p.cost, p.accuracy), textcoords="offset points", xytext=off, ha=ha, va=va,
+                            fontsize=fontsize, color=dark,
+                            arrowprops={"arrowstyle": "-", "color": dark, "lw": 0.5, "alpha": 0.6} if far else None)
+                taken.append(box)
+                break
+        else:
+            left.append(p)
+    return _adjust_rest(ax, left, color, fontsize, taken, inside) if left else []
+
+
+def _adjust_rest(ax: Any, left: list[Point], color: dict[str, Any], fontsize: float, taken: list[Any],
+                 inside: Any) -> list[Point]:
+    """adjustText for the labels the greedy pass could not place; those still overlapping are removed."""
+    try:
+        from adjustText import adjust_text
+    except ImportError:  # optional at run time: the greedy pass alone, the rest listed under the figure
+        return left
+    renderer = ax.figure.canvas.get_renderer()
+    texts = [ax.text(p.cost, p.accuracy, p.label, fontsize=fontsize, color=color[p.row]) for p in left]
+    adjust_text(texts, objects=list(taken), ax=ax, time_lim=2.0, ensure_inside_axes=True)
+    still = []
+    for p, t in zip(left, texts, strict=True):
+        bb = t.get_window_extent(renderer).expanded(1.04, 1.15)
+        if _fits(bb, inside, taken):
+            taken.append(bb)
+            tx, ty = t.get_position()  # a thin leader line from the point to its moved label
+            ax.plot([p.cost, tx], [p.accuracy, ty], "-", color=color[p.row], lw=0.5, alpha=0.6, zorder=1,
+                    label="_leader")
+        else:
+            t.remove()
+            still.append(p)
+    return still
+
+
+def _label_key(fig: Figure, left: list[Point]) -> None:
+    """The labels that found no free place, listed under the axes (the figure grows; the axes keep their
+    size in pixels, so the labels placed stay clear of each other)."""
+    lines = [f"{p.label} ({p.source}): cost {p.cost:.3g}, top-1 {p.accuracy:.2f} %" for p in left]
+    per_row = 3
+    rows = ["    ".join(lines[i:i + per_row]) for i in range(0, len(lines), per_row)]
+    text = "Not labelled in the plot (no free place): " + "\n".join(rows)
+    w, h = fig.get_size_inches()
+    extra = (len(rows) + 1) * 7 * 1.5 / 72 + 0.15
+    boxes = [ax.get_position() for ax in fig.axes]
+    fig.set_size_inches(w, h + extra)
+    for ax, b in zip(fig.axes, boxes, strict=True):
+        ax.set_position([b.x0, (b.y0 * h + extra) / (h + extra), b.width, b.height * h / (h + extra)])
+    fig.text(0.01, 0.01, text, fontsize=7, va="bottom", ha="left", wrap=False)
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
@@ -294,6 +364,17 @@ def read_confusion(path: Path) -> tuple[list[str], np.ndarray]:
     return classes, cm
 
 
+CONFUSION_CMAP = "viridis"
+CONFUSION_FLOOR = 1e-3  # fractions below this read as the floor colour: errors at 95 % accuracy still show
+
+
+def confusion_norm() -> Any:
+    """Log colour scale from CONFUSION_FLOOR to 1, values below clipped to the floor (zeros included)."""
+    from matplotlib.colors import LogNorm
+
+    return LogNorm(vmin=CONFUSION_FLOOR, vmax=1.0, clip=True)
+
+
 def confusion_figure(rr: RecipeRuns) -> Figure | None:
     """Every finished row's row-normalised confusion matrix in one grid with a shared colour bar."""
     mats = [(run, *read_confusion(run.path / "confusion.csv")) for run in rr.runs
@@ -309,8 +390,8 @@ def confusion_figure(rr: RecipeRuns) -> Figure | None:
                              layout="constrained")
     im = None
     for ax, (run, classes, cm) in zip(axes.flat, mats, strict=False):
-        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)  # row-normalised: fraction of the true class
+        im = ax.imshow(norm, cmap=CONFUSION_CMAP, norm=confusion_norm(), interpolation="nearest")
         top1 = run.metrics.top1
         ax.set_title(run.label + (f"\ntop-1 {100 * top1:.1f}%" if isinstance(top1, int | float) else ""), fontsize=9)
         k = len(classes)
@@ -326,7 +407,8 @@ def confusion_figure(rr: RecipeRuns) -> Figure | None:
         ax.axis("off")
     fig.suptitle(f"{rr.recipe.name}: confusion matrices (row-normalised) — {rr.subtitle()}", fontsize=10)
     assert im is not None
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="fraction of the true class")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8,
+                 label=f"fraction of the true class (log scale; below {CONFUSION_FLOOR:g} clipped)")
     return fig
 
 

@@ -222,6 +222,7 @@ class RowTrainer:
         metrics, cm = classification_metrics(logits, targets, info.num_classes, row.eval.topk)
         if self.dist.main:
             metrics.update(complexity_metrics(model, row, fp_macs(row, info.num_classes)))
+            metrics["complexity_of"] = "trained model"  # its own size and input; paper tables count the paper's
             with self.stop.deferred():  # a signal now waits for `.done`: the run is finished, then it stops
                 self.write_results(rd, row, model, metrics, cm, info, test_info, len(train_set),
                                    len(test_loader.dataset), train_time, trainer, env,

@@ -85,7 +85,9 @@ def test_seeds_run_each_seed_and_the_table_shows_mean_std_n(cli, seeded) -> None
     code, text, _ = cli("table", str(recipe), "--results", str(out), "--format", "csv")
     assert code == 0
     fields, rows = _csv(text)
-    assert fields[:8] == ["recipe", "table", "row", "label", "status", "data", "profile", "run_id"]
+    assert fields[:16] == ["recipe", "table", "row", "label", "status", "model", "method", "w_bits", "a_bits",
+                           "img_size", "data", "profile", "epochs", "seeds", "n_seeds", "run_id"]
+    assert {"top1", "top1_err", "top5", "top5_err", "param_count", "ops", "size_mb"} <= set(fields)
     assert {"paper_top1", "measured_top1", "delta_top1", "measured_top1_std", "measured_f1_std", "n_seeds",
             "seeds"} <= set(fields)
     fp = rows["fp"]
@@ -94,6 +96,10 @@ def test_seeds_run_each_seed_and_the_table_shows_mean_std_n(cli, seeded) -> None
     assert float(fp["delta_top1"]) == pytest.approx(mean - 70.5, rel=1e-5)
     assert float(fp["measured_f1_std"]) == pytest.approx(statistics.stdev(f1), rel=1e-4)
     assert fp["n_seeds"] == "2" and fp["seeds"] == "0;1" and fp["status"] == "finished"
+    assert float(fp["top1"]) == pytest.approx(mean, rel=1e-5)  # timm's column: %, like the table
+    assert float(fp["top1_err"]) == pytest.approx(100 - mean, rel=1e-5)
+    assert float(fp["param_count"]) == pytest.approx(ms[1]["params"] / 1e6, rel=1e-5)
+    assert (fp["w_bits"], fp["a_bits"], fp["img_size"], fp["model"]) == ("32", "32", "16", "vit_tiny_patch16_224")
     assert rows["other"]["n_seeds"] == "" and rows["other"]["measured_top1_std"] == ""
 
 
@@ -186,8 +192,8 @@ def test_summary_lists_each_finished_row(cli, seeded) -> None:
     ms = _read_metrics(out)
     code, md, err = cli("table", str(recipe), "--results", str(out), "--summary")
     assert code == 0, err
-    assert _md_header(md) == ["Recipe", "Row", "Method", "W-A", "Top-1 (%)", "OPs (10^8)", "Size (MB)",
-                              "Data set", "Profile", "Epochs"]
+    assert _md_header(md) == ["Recipe", "Row", "Method", "W-A", "Top-1 (%)", "OPs (10^8, trained model)",
+                              "Size (MB, trained model)", "Data set", "Profile", "Epochs"]
     lines = [ln for ln in md.splitlines() if ln.startswith("| tiny ")]
     assert len(lines) == 1  # the reference row never ran
     row = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -198,9 +204,14 @@ def test_summary_lists_each_finished_row(cli, seeded) -> None:
                    f"{newest['ops'] / 1e8:.3f}", f"{newest['size_mb']:.3f}", newest["data"]["display"], "paper", "2"]
     assert (out / "summary.md").read_text() == md
     fields, rows = _csv((out / "summary.csv").read_text())
-    assert fields[:5] == ["recipe", "row", "label", "method", "w_a"]
+    assert fields[:6] == ["recipe", "row", "label", "model", "method", "w_a"]
+    assert {"top1", "top1_err", "top5", "top5_err", "param_count", "img_size", "w_bits", "a_bits", "ops",
+            "size_mb", "data", "profile", "epochs", "seeds", "run_id"} <= set(fields)
     fp = rows["fp"]
-    assert float(fp["top1_pct"]) == pytest.approx(statistics.mean(top1), rel=1e-5)
+    assert float(fp["top1"]) == pytest.approx(statistics.mean(top1), rel=1e-5)
+    assert float(fp["top1_err"]) == pytest.approx(100 - statistics.mean(top1), rel=1e-5)
+    assert float(fp["param_count"]) == pytest.approx(newest["params"] / 1e6, rel=1e-5)
+    assert fp["seeds"] == "0;1" and fp["run_id"] == newest["run_id"] and fp["img_size"] == "16"
     assert float(fp["ops"]) == pytest.approx(newest["ops"], rel=1e-5) and fp["n_seeds"] == "2"
     code, _, err = cli("table", str(recipe), "--results", str(out), "--summary", "--paper")
     assert code == 2 and "--summary" in err
