@@ -34,6 +34,12 @@ Profile = Annotated[str, typer.Option("--profile", "-p", help="paper (published 
 Sets = Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: KEY=VALUE (dotted)")]
 
 
+class LoggerName(str, Enum):
+    csv = "csv"
+    tensorboard = "tensorboard"
+    wandb = "wandb"
+
+
 class Kind(str, Enum):
     recipes = "recipes"
     methods = "methods"
@@ -164,6 +170,9 @@ def run(
     steal_stale: Annotated[bool, typer.Option(help="take over run folders whose lock is stale (no heartbeat for "
                                                    "10 minutes)")] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default $BVBENCH_THREADS or usable cores)")] = None,
+    logger: Annotated[list[LoggerName] | None, typer.Option(
+        "--logger", help="experiment logger: csv, tensorboard or wandb; repeat for several (files under each "
+                         "run's logs/)")] = None,
 ) -> None:
     """Train and evaluate each row of a recipe; finished runs are reused, never overwritten.
 
@@ -187,7 +196,7 @@ def run(
                            "recipe's seed and the next N-1")
     opts = RunOptions(profile=profile, rows=rows.split(",") if rows else None, sets=set_ or [], data_dir=data_dir,
                       download=download, out=out, seed=seed, device=device, resume=resume,
-                      steal_stale=steal_stale)
+                      steal_stale=steal_stale, loggers=[lg.value for lg in logger or []])
     failures: list[RowsFailed] = []
     if launcher != "none":
         _launch(recipe, opts, launcher, partition, gpus_per_node, nodes, time)

@@ -26,6 +26,7 @@ from bvbench.results import (
 from bvbench.runner.distributed import DistContext
 from bvbench.runner.identity import run_id
 from bvbench.runner.lock import Holder, RunBusy, RunLock, clean_orphans, lock_path
+from bvbench.train.loggers import check_loggers
 
 
 @dataclass
@@ -40,6 +41,10 @@ class RunOptions:
     device: str = "auto"
     resume: bool = False
     steal_stale: bool = False
+    loggers: list[str] = field(default_factory=list)  # experiment loggers (bvbench.train.loggers); not in run ids
+
+    def __post_init__(self) -> None:
+        self.loggers = check_loggers(self.loggers)  # fails before any training on a missing package
 
 
 class RunPlan:
