@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from bvbench.train.loggers import CsvLogger
 
 
 def _run_dir(out: Path) -> Path:
-    (rd,) = (out / "tiny" / "fp").iterdir()
+    (rd,) = [p for p in (out / "tiny" / "fp").iterdir() if p.is_dir()]  # not the lock file of a killed run
     return rd
 
 
@@ -76,6 +77,53 @@ def test_csv_logger_replaces_the_steps_a_resumed_run_repeats(tmp_path: Path) -> 
     steps = _rows(tmp_path / "steps.csv")
     assert [(int(s["step"]), float(s["loss"])) for s in steps] == [(1, 9.0), (2, 8.0), (3, 7.0), (4, 0.5)]
     assert _rows(tmp_path / "epochs.csv") == []
+
+
+def _scalars(folder: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(folder))
+    ea.Reload()
+    return [(e.step, e.value) for e in ea.Scalars(tag)]
+
+
+@pytest.mark.slow
+def test_a_killed_and_resumed_run_logs_every_step_once(tiny_recipe: Path, tmp_path: Path) -> None:
+    """SIGKILL after a mid-epoch checkpoint, then --resume: the logs equal those of an uninterrupted run."""
+    args = ["run", str(tiny_recipe), "--device", "cpu", "--set", "train.checkpoint_every=2", "--set",
+            "train.max_steps_per_epoch=6", "--logger", "csv", "--logger", "tensorboard"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = subprocess.run([sys.executable, "-m", "bvbench", *args, "--out", str(tmp_path / "a")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, "-m", "bvbench", *args, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    steps = out / "tiny" / "fp"
+    while time.monotonic() < deadline:  # killed once epoch 1 is logged and a step checkpoint of epoch 2 exists
+        logged = list(steps.glob("*/logs/epochs.csv"))
+        if logged and len(_rows(logged[0])) == 1 and len(_rows(logged[0].with_name("steps.csv"))) >= 8:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=60)
+    rd, ref_rd = _run_dir(out), _run_dir(tmp_path / "a")
+    assert not (rd / ".done").exists()
+    resumed = subprocess.run([sys.executable, "-m", "bvbench", *args, "--out", str(out), "--resume"],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+
+    def strip(rows: list[dict[str, str]]) -> list[dict[str, str]]:  # without the timing columns
+        return [{k: v for k, v in r.items() if k not in ("images_per_s", "epoch_time_s")} for r in rows]
+
+    for name in ("steps.csv", "epochs.csv"):
+        assert strip(_rows(rd / "logs" / name)) == strip(_rows(ref_rd / "logs" / name))
+    got, want = _scalars(rd / "logs" / "tensorboard", "train/loss"), _scalars(ref_rd / "logs" / "tensorboard",
+                                                                              "train/loss")
+    assert [s for s, _ in got] == [s for s, _ in want] == list(range(1, len(want) + 1))
+    assert got == want
 
 
 def test_a_missing_backend_is_one_line_naming_the_pip_command(cli, tiny_recipe: Path, tmp_path: Path,

@@ -56,6 +56,9 @@ class RunLogger:
     def log_epoch(self, step: int, record: dict[str, Any]) -> None:
         """One finished epoch: the `history.csv` record."""
 
+    def flush(self) -> None:
+        """Write out what is buffered (with every checkpoint: a resumed run then misses no logged step)."""
+
     def finish(self, metrics: dict[str, Any]) -> None:
         """The finished run's metrics (metrics.json)."""
 
@@ -95,8 +98,11 @@ class CsvLogger(RunLogger):
 
     def log_epoch(self, step: int, record: dict[str, Any]) -> None:
         self._write("epochs", {"step": step, **record})
-        self._files["steps"][0].flush()
-        self._files["epochs"][0].flush()
+        self.flush()
+
+    def flush(self) -> None:
+        for f, _ in self._files.values():
+            f.flush()
 
     def close(self) -> None:
         for f, _ in self._files.values():
@@ -150,7 +156,11 @@ class TensorBoardLogger(RunLogger):
     def log_epoch(self, step: int, record: dict[str, Any]) -> None:
         for k, v in scalars(record).items():
             self.writer.add_scalar(f"epoch/{k}", v, step)
-        self.writer.flush()
+        self.flush()
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
 
     def finish(self, metrics: dict[str, Any]) -> None:
         for k, v in scalars(metrics).items():
@@ -219,6 +229,10 @@ class Loggers(RunLogger):
     def log_epoch(self, step: int, record: dict[str, Any]) -> None:
         for lg in self.loggers:
             lg.log_epoch(step, record)
+
+    def flush(self) -> None:
+        for lg in self.loggers:
+            lg.flush()
 
     def finish(self, metrics: dict[str, Any]) -> None:
         for lg in self.loggers:

@@ -321,6 +321,7 @@ class Trainer:
     def save(self) -> None:
         self._since_save, self._saved_t = 0, time.monotonic()
         if self.dist.main:
+            self.logger.flush()  # every step up to this checkpoint is on disk before it
             atomic_torch_save(self.checkpoint_state(), self.out_dir / "checkpoint.pt")
 
     def restore(self, ckpt: dict[str, Any]) -> None:
