@@ -15,6 +15,9 @@ from bvbench.registry import suggest
 
 TORCHVISION_MODELS = ("resnet18", "resnet50", "vgg16", "vgg16_bn")
 TIMM_OVERRIDES = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
+# timm entry points that fix their sizes (`dict(embed_dims=..., **kwargs)` rejects a second value): with
+# `model.kwargs` set, bvbench builds the architecture's class itself, everything else at the class defaults.
+FIXED_SIZE_ENTRYPOINTS = {"nest_tiny": "Nest", "nest_small": "Nest", "nest_base": "Nest"}
 
 
 class ModelConfig(Protocol):
@@ -33,6 +36,7 @@ class ModelConfig(Protocol):
     mlp_ratio: float | None
     drop_path_rate: float
     num_classes: int | None
+    kwargs: dict[str, Any]
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -51,6 +55,8 @@ def _torchvision(cfg: ModelConfig, num_classes: int) -> nn.Module:
         raise BvbenchError(
             f"unknown torchvision model {cfg.name!r}.{suggest(cfg.name, TORCHVISION_MODELS)}"
         )
+    if cfg.kwargs:
+        raise BvbenchError(f"torchvision model {cfg.name!r} takes no model.kwargs ({', '.join(sorted(cfg.kwargs))})")
     weights = "DEFAULT" if cfg.pretrained else None
     try:
         model = getattr(torchvision.models, cfg.name)(weights=weights)
@@ -73,9 +79,16 @@ def _timm(cfg: ModelConfig, num_classes: int) -> nn.Module:
             f"unknown timm model {cfg.name!r}.{suggest(cfg.name, timm.list_models())} (`bvbench list models`)"
         )
     kwargs = {k: getattr(cfg, k) for k in TIMM_OVERRIDES if getattr(cfg, k) is not None}
+    kwargs.update(cfg.kwargs)
     if cfg.drop_path_rate:
         kwargs["drop_path_rate"] = cfg.drop_path_rate
     try:
+        if cfg.kwargs and cfg.name in FIXED_SIZE_ENTRYPOINTS:
+            if cfg.pretrained:
+                raise BvbenchError(f"model {cfg.name!r}: pretrained weights do not fit the sizes in model.kwargs")
+            import timm.models.nest as module
+
+            return getattr(module, FIXED_SIZE_ENTRYPOINTS[cfg.name])(num_classes=num_classes, **kwargs)
         return timm.create_model(cfg.name, pretrained=cfg.pretrained, num_classes=num_classes, **kwargs)
     except TypeError as e:  # an override the architecture does not take
         raise BvbenchError(f"model {cfg.name!r} does not accept {sorted(kwargs)}: {e}") from None

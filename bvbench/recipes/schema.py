@@ -111,6 +111,8 @@ class ModelConfig(Strict):
     mlp_ratio: float | None = Field(None, gt=0)
     drop_path_rate: float = Field(0.0, ge=0, lt=1)
     num_classes: int | None = Field(None, ge=2, description="default: the data set's number of classes")
+    kwargs: dict[str, Any] = Field({}, description="further timm.create_model arguments of the architecture "
+                                   "(Swin: window_size, depths, num_heads; NesT: embed_dims, depths, num_levels)")
 
 
 class MethodSpec(BaseModel):

@@ -13,6 +13,7 @@ from bvbench.results import config_hash
 # (any other value does). A changed default of an older field still changes every id that depends on it.
 ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("eval", "count_first_last"): "as_run",
+    ("model", "kwargs"): {},
 }
 
 
