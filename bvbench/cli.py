@@ -52,6 +52,12 @@ def _root(
     """Reproduce, compare and extend binarized and 1.58-bit Vision Transformers."""
 
 
+class LoggerName(str, Enum):
+    csv = "csv"
+    tensorboard = "tensorboard"
+    wandb = "wandb"
+
+
 class Kind(str, Enum):
     recipes = "recipes"
     methods = "methods"
@@ -240,6 +246,9 @@ def run(
                                                    "10 minutes)")] = False,
     threads: Annotated[int | None, typer.Option(help="CPU intra-op threads (default $BVBENCH_THREADS, else usable "
                                                      "cores minus the row's loader workers); part of a CPU run's id")] = None,
+    logger: Annotated[list[LoggerName] | None, typer.Option(
+        "--logger", help="experiment logger: csv, tensorboard or wandb; repeat for several (files under each "
+                         "run's logs/)")] = None,
 ) -> None:
     """Train and evaluate each row of a recipe; finished runs are reused, never overwritten; an unfinished run
     is continued from its last checkpoint (no --resume needed; --restart discards it). SIGUSR1 (Slurm, before the
@@ -266,8 +275,8 @@ def run(
                            "recipe's seed and the next N-1")
     opts = RunOptions(profile=profile, rows=rows.split(",") if rows else None, sets=set_ or [], data_dir=data_dir,
                       download=download, out=out, seed=seed, device=device, resume=resume,
-                      steal_stale=steal_stale, threads=threads,
-                      restart=restart)
+                      steal_stale=steal_stale, threads=threads, restart=restart,
+                      loggers=[lg.value for lg in logger or []])
     failures: list[RowsFailed] = []
     if launcher != "none":
         _launch(recipe, opts, launcher, partition, gpus_per_node, nodes, time)

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from bvbench.errors import BvbenchError
 from bvbench.methods import specs  # noqa: F401  (registers the paper methods)
 from bvbench.methods.base import METHODS, OPTIONS, MethodFn, register_method
 from bvbench.recipes.options import check_method
@@ -27,8 +28,23 @@ METHODS.add("fp", _fp, paper="full precision", bits="32-32", options=[])
 
 
 def apply(model: nn.Module, spec: MethodSpec | str, **options: Any) -> nn.Module:
-    """Convert `model` in place as `spec` says and return it: a MethodSpec, or a method name with keyword
-    options (`apply(model, "gsb", k_att=3)`)."""
+    """Convert `model` in place as `spec` says and return it, keeping its weights: a MethodSpec, or a method name
+    with keyword options, validated like a recipe's. Works on timm ViT/DeiT, Swin and NesT models (any module
+    whose blocks have `attn` and `mlp`); an unknown method or option, or another model, is a BvbenchError.
+
+    >>> import timm, bvbench
+    >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10)
+    >>> model = bvbench.methods.apply(model, "gsb", k_att=3)
+    >>> attn = model.blocks[0].attn
+    >>> type(attn).__name__, type(model.blocks[0].mlp.fc1).__name__, attn.attn_quant.k
+    ('QAttention', 'QLinear', 3)
+    >>> bvbench.methods.apply(timm.create_model("resnet18"), "gsb")
+    Traceback (most recent call last):
+    bvbench.errors.BvbenchError: method 'gsb' cannot convert ResNet: it has no transformer blocks ...
+    """
+    if not isinstance(model, nn.Module):
+        raise BvbenchError(f"methods.apply converts a torch.nn.Module, not {type(model).__name__}; build one first "
+                           "(timm.create_model(...))")
     if isinstance(spec, str):
         spec = MethodSpec(name=spec, **options)
     elif options:

@@ -27,6 +27,7 @@ from bvbench.results import (
 from bvbench.runner.distributed import DistContext
 from bvbench.runner.identity import RunContext, identity_record, run_id
 from bvbench.runner.lock import Holder, RunBusy, RunLock, clean_orphans, lock_path
+from bvbench.train.loggers import check_loggers
 
 
 @dataclass
@@ -43,6 +44,10 @@ class RunOptions:
     steal_stale: bool = False
     threads: int | None = None  # --threads (None: $BVBENCH_THREADS or the machine default per row)
     restart: bool = False  # --restart: discard an unfinished run (moved aside) and train the row afresh
+    loggers: list[str] = field(default_factory=list)  # experiment loggers (bvbench.train.loggers); not in run ids
+
+    def __post_init__(self) -> None:
+        self.loggers = check_loggers(self.loggers)  # fails before any training on a missing package
 
 
 class RunPlan:

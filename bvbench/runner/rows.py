@@ -39,6 +39,7 @@ from bvbench.results import (
 from bvbench.runner.lock import RunBusy
 from bvbench.runner.plan import RunPlan
 from bvbench.runner.progress import RowProgress, RowWork
+from bvbench.train.loggers import RunLogger, open_loggers
 from bvbench.train.trainer import Diverged, Interrupted, StopFlag, Trainer, seed_everything
 
 console = Console(highlight=False, soft_wrap=True)
@@ -189,6 +190,7 @@ class RowTrainer:
         check_input_size(model, row.data.img_size or info.img_size, f"row {row.name!r}")
         env_path = rd.path / "env.json"
         env = environment(self.device, self.seed, row.data.num_workers)
+        logger = RunLogger()
         if self.dist.main:
             try:
                 rd.path.mkdir(parents=True, exist_ok=True)
@@ -196,6 +198,7 @@ class RowTrainer:
                 raise BvbenchError(f"cannot create the run folder {rd.path}: {e.strerror}") from None
             if not (rd.path / "config.yaml").exists():
                 rd.write_config(self.plan.run_config(row, rd.path.name))
+            logger = open_loggers(self.opts.loggers, rd.path, self.plan.run_config(row, rd.path.name), env)
             if env_path.exists():
                 env["start_time"] = json.loads(env_path.read_text()).get("start_time", env["start_time"])
             atomic_write_json(env_path, env)
@@ -205,17 +208,24 @@ class RowTrainer:
         progress = RowProgress(console, self.position, self.later, disable=not self.dist.main)
         trainer = Trainer(row, model, train_set, test_loader, info.num_classes, self.device, rd.path, self.seed,
                           teacher=teacher, dist=self.dist, progress=progress, log=console.print,
-                          wrap=self.dist.wrap, stop=self.stop)
+                          wrap=self.dist.wrap, stop=self.stop, logger=logger)
         progress.trainer = trainer
         try:
             with progress:
                 model = trainer.fit(resume=ckpt)
+            return self._finish_row(row, rd, model, trainer, t0, test_loader, info, test_info, len(train_set), env)
         except Diverged as e:
             if self.dist.main:
                 atomic_write_json(rd.path / "diverged.json", {"status": "diverged", "message": str(e), "time": now()})
             kept = ("its last checkpoint (before the divergence) is kept" if rd.checkpoint_path.exists()
                     else "nothing was saved before it")
             raise Diverged(f"{e}; {kept} in {rd.path}") from None
+        finally:
+            logger.close()
+
+    def _finish_row(self, row: Row, rd: RunDir, model: nn.Module, trainer: Trainer, t0: float,
+                    test_loader: DataLoader, info: Any, test_info: Any, n_train: int, env: dict[str, Any]) -> RunDir:
+        """Evaluate the trained model, write the finished run (main process) and tell the loggers."""
         train_time = time.perf_counter() - t0 + trainer.time_before  # the earlier parts of a resumed run too
         # the last epoch already evaluated this model on this test set: reuse it (bit-identical)
         logits, targets = trainer.final_eval or predict(model, test_loader, self.device)
@@ -224,9 +234,10 @@ class RowTrainer:
             metrics.update(complexity_metrics(model, row, fp_macs(row, info.num_classes)))
             metrics["complexity_of"] = "trained model"  # its own size and input; paper tables count the paper's
             with self.stop.deferred():  # a signal now waits for `.done`: the run is finished, then it stops
-                self.write_results(rd, row, model, metrics, cm, info, test_info, len(train_set),
+                self.write_results(rd, row, model, metrics, cm, info, test_info, n_train,
                                    len(test_loader.dataset), train_time, trainer, env,
                                    from_logits(logits, targets, split_indices(test_loader.dataset)))
+            trainer.logger.finish(metrics)
         self.dist.barrier()
         return rd
 

@@ -25,6 +25,7 @@ from bvbench.models import is_distilled
 from bvbench.quant.qattention import attention_maps, capturable
 from bvbench.recipes.schema import Row, StageConfig, checkpoint_interval
 from bvbench.results import atomic_torch_save, atomic_write_text, pause_for_tests
+from bvbench.train.loggers import RunLogger
 from bvbench.train.losses import ClassificationLoss
 from bvbench.train.schedule import build_optimizer, effective_lr, lr_at, set_lr
 
@@ -245,6 +246,7 @@ class Trainer:
         log: Callable[[str], None] = print,
         wrap: Callable[[nn.Module], nn.Module] | None = None,
         stop: StopFlag | None = None,
+        logger: RunLogger | None = None,
     ) -> None:
         self.row, self.cfg = row, row.train
         self.model = model
@@ -262,6 +264,7 @@ class Trainer:
         self.stages: list[StageConfig] = row.resolved_stages()
         self.state = FitState()
         self.stop = stop or StopFlag()
+        self.logger = logger or RunLogger()  # experiment loggers (main process only); the base logs nothing
         self.amp = self.cfg.amp and device.type == "cuda"
         self.mixup = self._mixup()
         self.time_before = 0.0  # training seconds of the earlier parts of a resumed run (from the checkpoint)
@@ -308,6 +311,11 @@ class Trainer:
             steps = min(steps, self.cfg.max_steps_per_epoch)
         return max(steps, 1)
 
+    def global_step(self) -> int:
+        """Optimizer steps done so far, over every stage (the loggers' x axis)."""
+        epochs = sum(s.epochs or 0 for s in self.stages[: self.state.stage]) + self.state.epoch
+        return epochs * self.steps_per_epoch() + self.state.step
+
     def _enter_stage(self, i: int) -> None:
         stage = self.stages[i]
         assert stage.method is not None
@@ -339,6 +347,7 @@ class Trainer:
     def save(self) -> None:
         self._since_save, self._saved_t = 0, time.monotonic()
         if self.dist.main:
+            self.logger.flush()  # every step up to this checkpoint is on disk before it
             atomic_torch_save(self.checkpoint_state(), self.out_dir / "checkpoint.pt")
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -381,6 +390,7 @@ class Trainer:
             seed_everything(self.seed)
             self._enter_stage(0)
         with self.stop.installed(), self.stop.deferred(), self._workers_stopped():
+            self.logger.start(self.global_step())
             self._stages()
         return self.model
 
@@ -430,6 +440,7 @@ class Trainer:
             st.sums = EpochSums()
         sums = st.sums  # a resumed epoch goes on from the totals of its first part
         t0 = time.perf_counter() - sums.time_s
+        t_last = time.perf_counter()
         for x, y in loader:  # persistent workers: they live until training ends (`_workers_stopped`)
             if st.step >= spe:
                 break
@@ -462,6 +473,7 @@ class Trainer:
             sums.n_batches += 1
             sums.time_s = time.perf_counter() - t0
             st.step += 1
+            t_last = self._log_step(stage, loss.item(), lr, x.shape[0], t_last)
             if task is not None:
                 self.progress.update(task, advance=1, loss=sums.loss_sum / sums.n_batches,
                                      acc=sums.correct / sums.seen, ips=sums.seen / max(sums.time_s, 1e-9))
@@ -487,10 +499,20 @@ class Trainer:
             self.progress.remove_task(task)
         st.history.append(rec)
         self.write_history()
+        self.logger.log_epoch(self.global_step(), rec)
         if self.dist.main:
             test = f" test_top1 {rec['test_top1']:.4f}" if "test_top1" in rec else ""
             self.log(f"  {desc}: loss {rec['train_loss']:.4f} train_top1 {rec['train_top1']:.4f}{test} "
                      f"({rec['images_per_s']:.0f} img/s, {elapsed:.1f} s)")
+
+
+    def _log_step(self, stage: StageConfig, loss: float, lr: float, batch: int, since: float) -> float:
+        """One step to the loggers (throughput: this step's images over the time since the last one)."""
+        t = time.perf_counter()
+        self.logger.log_step(self.global_step(), {
+            "stage": stage.name, "epoch": self.state.epoch + 1, "batch": self.state.step, "loss": loss, "lr": lr,
+            "images_per_s": batch * self.dist.world / max(t - since, 1e-9)})
+        return t
 
 
 def _fmt(v: Any) -> str:
