@@ -12,7 +12,7 @@ import torch
 from bvbench.errors import BvbenchError
 from bvbench.models import build_model
 from bvbench.recipes import available, load_recipe
-from bvbench.runner.identity import run_id
+from bvbench.runner.identity import REFERENCE, run_id
 
 _classes: dict[tuple[str, str], str] = {}
 
@@ -46,7 +46,7 @@ def test_every_row_trains_its_papers_architecture(recipe: str) -> None:
 
 def test_different_architectures_are_different_runs() -> None:
     rec = load_recipe("bi-vit-imagenet", "cpu")
-    ids = {n: run_id(rec, rec.row(n), 0) for n in ("t1-real", "deit-t-real", "deit-s-real", "deit-b-real",
+    ids = {n: run_id(rec, rec.row(n), 0, REFERENCE) for n in ("t1-real", "deit-t-real", "deit-s-real", "deit-b-real",
                                                    "swin-t-real", "swin-s-real")}
     assert ids["t1-real"] == ids["deit-t-real"]  # one configuration, one run (adopted in both places)
     assert len(set(ids.values())) == 5

@@ -9,7 +9,7 @@ import pytest
 
 from bvbench.errors import BvbenchError
 from bvbench.recipes import load_recipe
-from bvbench.runner.identity import run_id
+from bvbench.runner.identity import REFERENCE, run_id
 
 STAGED = """
 name: staged
@@ -92,6 +92,6 @@ def test_show_then_run_keeps_the_profile(tmp_path: Path, cli) -> None:
     f.write_text(out)
     orig, resolved = load_recipe("gsb-cifar100", "cpu"), load_recipe(str(f))
     assert resolved.profile == "cpu"
-    assert [run_id(orig, r, 0) for r in orig.rows] == [run_id(resolved, r, 0) for r in resolved.rows]
+    assert [run_id(orig, r, 0, REFERENCE) for r in orig.rows] == [run_id(resolved, r, 0, REFERENCE) for r in resolved.rows]
     with pytest.raises(BvbenchError, match="resolved recipe of profile 'cpu'"):
         load_recipe(str(f), "smoke")
