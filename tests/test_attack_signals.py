@@ -128,7 +128,7 @@ def test_sigint_during_evaluation_then_during_bvbench_eval(tmp_path: Path) -> No
     signal_paused(proc, signal.SIGINT)
     err = finish(proc)
     assert proc.returncode == 130, err
-    one_line(err, "interrupted by SIGINT", "after epoch 1", "--resume")
+    one_line(err, "interrupted by SIGINT", "after epoch 1", "the same command continues it")
     run = run_folder(out)
     fit = torch.load(run / "checkpoint.pt", weights_only=True)["fit"]
     assert (fit["epoch"], fit["step"]) == (1, 0) and not (run / ".done").exists() and not leftovers(out)
