@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bvbench.errors import BvbenchError, InterruptedRun, Stopped, signal_name
+from bvbench.errors import BvbenchError, InterruptedRun, Stopped, signal_name, stop_children
 from bvbench.threads import apply_threads, prepare_env
 
 prepare_env()  # before anything imports torch: OpenMP reads OMP_WAIT_POLICY once, at torch import
@@ -627,6 +627,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         sys.exit(code)
     finally:
+        stop_children()  # none after a clean finish; after a stop or an error, its loader workers
         if threading.current_thread() is threading.main_thread():
             for s, h in old.items():
                 signal.signal(s, h)

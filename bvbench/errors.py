@@ -85,3 +85,20 @@ def signals_stop() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def stop_children() -> None:
+    """Kill the worker processes a stopped or failed command leaves behind (DataLoader workers: they hold no
+    state). Python's exit handler would otherwise wait for them for ever: the SIGTERM it sends can land on a
+    thread torch started in the worker, where it is dropped (bvbench.data.loader)."""
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    if not children:
+        return
+    if threading.current_thread() is threading.main_thread():  # torch's SIGCHLD handler would report the
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # kill as a failed worker
+    for child in children:
+        child.kill()
+    for child in children:
+        child.join(5)

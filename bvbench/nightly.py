@@ -24,7 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bvbench.errors import BvbenchError, DataMissingError, InterruptedRun, Stopped, signal_name, signals_stop
+from bvbench.errors import (
+    BvbenchError,
+    DataMissingError,
+    InterruptedRun,
+    Stopped,
+    signal_name,
+    signals_stop,
+    stop_children,
+)
 
 # The order in which recipes run: what issue #4 commits first, then the recipes that reuse their runs.
 ORDER = ["quickstart", "bitnet-vit-cifar10", "bitvit-cifar10", "gsb-cifar100", "bitnet-vit-cifar100",
@@ -160,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         except Stopped as e:
             print(f"interrupted by {signal_name(e.signum)}" + (f" and {e.where}" if e.where else ""),
                   file=sys.stderr)
+            stop_children()
             return e.exit_code
 
 
