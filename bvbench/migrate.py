@@ -23,15 +23,15 @@ from typing import Any
 import yaml
 
 from bvbench.errors import BvbenchError
+from bvbench.recipes import load_recipe
 from bvbench.results import RunDir, atomic_write_json, atomic_write_text, config_hash, now
+from bvbench.runner.identity import IDENTITY_VERSION, REFERENCE_DATA, RunContext, config_identity, run_id
 
 RunList = list[tuple[RunDir, str]]
 
 
 def recorded_context(rd: RunDir) -> tuple[dict[str, Any], str | None]:
     """(the identity record of a legacy run from its own files, why it cannot be migrated or None)."""
-    from bvbench.runner.identity import IDENTITY_VERSION, REFERENCE_DATA
-
     env_path = rd.path / "env.json"
     env = json.loads(env_path.read_text()) if env_path.is_file() else {}
     m = rd.metrics()
@@ -54,8 +54,6 @@ def recorded_context(rd: RunDir) -> tuple[dict[str, Any], str | None]:
 
 def _recipe_for(rd: RunDir) -> Any:
     """The recipe of a run with its recorded row (None when today's recipe no longer has that row)."""
-    from bvbench.recipes import load_recipe
-
     cfg = rd.config()
     rec = load_recipe(str(cfg.recipe), str(cfg.profile))
     if rec.data.name != cfg.row.data.name:
@@ -68,8 +66,6 @@ def _recipe_for(rd: RunDir) -> Any:
 
 def migrate_run(rd: RunDir, write: bool) -> str:
     """Migrate one run folder; returns what was (or would be) done, in a few words."""
-    from bvbench.runner.identity import RunContext, config_identity, run_id
-
     record, why = recorded_context(rd)
     cfg = rd.config()
     rec = _recipe_for(rd)

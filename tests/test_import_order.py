@@ -30,6 +30,7 @@ RANKS: dict[str, int] = {
     "bvbench.runner": 7,
     "bvbench.report": 7,
     "bvbench.nightly": 8,
+    "bvbench.migrate": 8,  # the run-id migration tool: runner.identity, recipes, results
     "bvbench.cli": 8,
     "bvbench.api": 8,  # the notebook API: runner, report, evaluate
     "bvbench.__main__": 9,

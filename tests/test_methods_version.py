@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bvbench.recipes import load_recipe
-from bvbench.runner.identity import run_id
+from bvbench.runner.identity import REFERENCE, run_id
 
 
 def test_methods_version_changes_binarized_rows_only(tiny_recipe: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -21,8 +21,8 @@ def test_methods_version_changes_binarized_rows_only(tiny_recipe: Path, monkeypa
 profiles:""")
     tiny_recipe.write_text(text)
     rec = load_recipe(str(tiny_recipe), "paper")
-    before = {r: run_id(rec, rec.row(r), 0) for r in ("fp", "bin")}
+    before = {r: run_id(rec, rec.row(r), 0, REFERENCE) for r in ("fp", "bin")}
     assert before["fp"] == "paper-fake-seed0-6c572a01"  # the id this row had before
     monkeypatch.setattr(build, "METHODS_VERSION", "another-version")
-    after = {r: run_id(rec, rec.row(r), 0) for r in ("fp", "bin")}
+    after = {r: run_id(rec, rec.row(r), 0, REFERENCE) for r in ("fp", "bin")}
     assert after["fp"] == before["fp"] and after["bin"] != before["bin"]
