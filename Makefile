@@ -34,8 +34,10 @@ demo: install
 	$(BIN)/bvbench run quickstart --out results-demo
 	$(BIN)/bvbench table quickstart --results results-demo
 
+# The suite runs on every core (pytest-xdist, one torch thread per worker); `make test TEST_JOBS=0` runs it serially.
+TEST_JOBS ?= auto
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist worksteal --durations=25
 
 # The nightly reproduction: the cpu profile of every recipe (CIFAR-10 from $$BVBENCH_DATA where a recipe's own
 # data is missing), then tables, plots and results/README.md. Finished runs are reused; a second call resumes.

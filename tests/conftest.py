@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# One intra-op thread per pytest-xdist worker (workers = cores), two in a serial run.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 os.environ.setdefault("BVBENCH_DATA", "/nonexistent-bvbench-data")  # tests never read the user's data
 
 TINY = """
