@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bvbench.data.base import ArraySource, FileSource
+from bvbench.errors import CorruptDataError
 
 DECODE_BYTES = 512 * 2**20
 """Splits (or subsets) whose decoded pixels fit in this many bytes are held as one array."""
@@ -43,11 +44,14 @@ def cache_key(src: FileSource, indices: np.ndarray) -> tuple[str, str]:
 
 
 def _decode(src: FileSource, indices: np.ndarray, size: int, threads: int) -> np.ndarray | None:
-    """The images at `indices` as uint8 `[n, size, size, 3]`, or None when one has another size."""
+    """The images at `indices` as uint8 `[n, size, size, 3]`, or None when one has another size or is corrupt."""
     out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
 
     def one(k: int) -> bool:
-        a = np.asarray(src.image(int(indices[k])))
+        try:
+            a = np.asarray(src.image(int(indices[k])))
+        except CorruptDataError:  # keep reading files: the error then comes from the item, as without decoding
+            return False
         if a.shape != (size, size, 3):
             return False
         out[k] = a
