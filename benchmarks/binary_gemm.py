@@ -4,8 +4,9 @@ NumPy XOR-popcount reference (`bvbench.evaluate.binary_ops`) and bvbench's C ker
 For every M in ``--m`` and K, N in ``--sizes``: random ±1 matrices A (M, K) and B (N, K). The packed kernel's
 int32 product is first checked to equal the fp32 product exactly (sums of ±1 are integers below 2^24, so fp32 is
 exact here), and so is int8 ``_int_mm`` on the same ±1 values; then every candidate is timed in interleaved
-rounds (one call of each per round, so a busy machine slows all of them alike) and the table shows the median
-fp32 time and each candidate's speed-up ``fp32 median / candidate median`` (> 1: faster than fp32).
+rounds (one call of each per round, the order rotating, so a busy machine slows all of them alike) and the table
+shows the median fp32 time and each candidate's speed-up, the median over rounds of ``fp32 time / candidate
+time`` in that round (> 1: faster than fp32).
 ``packed`` columns time the GEMM on pre-packed operands (B packed once, like weights); ``+pack`` also packs A
 from floats on every call (activations). The NumPy reference is skipped above ``--numpy-max-m`` rows.
 
@@ -61,8 +62,10 @@ def candidates(a: torch.Tensor, b: torch.Tensor, threads: int, numpy: bool) -> d
     return calls
 
 
-def interleaved_medians(calls: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call: each round runs every candidate once, in a rotated order."""
+def interleaved_medians(calls: dict[str, Callable[[], object]], rounds: int,
+                        warmup: int = 1) -> tuple[dict[str, float], dict[str, float]]:
+    """(median seconds per call, median of the per-round ratios fp32 / candidate): each round runs every
+    candidate once, in a rotated order, so a ratio compares calls made moments apart."""
     names = list(calls)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(warmup + rounds):
@@ -72,7 +75,9 @@ def interleaved_medians(calls: dict[str, Callable[[], object]], rounds: int, war
             calls[name]()
             if r >= warmup:
                 times[name].append(CLOCK[0]() - t0)
-    return {n: statistics.median(t) for n, t in times.items()}
+    ratios = {n: statistics.median(f / max(t, 1e-12) for f, t in zip(times["fp32"], times[n], strict=True))
+              for n in names if n != "fp32"}
+    return {n: statistics.median(t) for n, t in times.items()}, ratios
 
 
 def run(ms: Sequence[int], sizes: Sequence[int], rounds: int, big_rounds: int, threads: int,
@@ -87,9 +92,9 @@ def run(ms: Sequence[int], sizes: Sequence[int], rounds: int, big_rounds: int, t
                 a = torch.randint(0, 2, (m, k), generator=gen).float() * 2 - 1
                 b = torch.randint(0, 2, (n, k), generator=gen).float() * 2 - 1
                 calls = candidates(a, b, threads, numpy=m <= numpy_max_m)
-                med = interleaved_medians(calls, rounds if m <= 1024 else big_rounds)
+                med, ratios = interleaved_medians(calls, rounds if m <= 1024 else big_rounds)
                 row: dict[str, object] = {"M": m, "K": k, "N": n, "fp32 ms": med["fp32"] * 1e3}
-                row.update({f"{name} x": med["fp32"] / t for name, t in med.items() if name != "fp32"})
+                row.update({f"{name} x": x for name, x in ratios.items()})
                 rows.append(row)
     return rows
 
@@ -135,8 +140,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = run(args.m, args.sizes, args.rounds, args.big_rounds, args.threads, args.numpy_max_m)
     print(
         f"{engine.cpu_model()}; kernel paths {', '.join(engine.supported_paths())}; torch {torch.__version__}, "
-        f"{args.threads} thread(s); {args.clock} clock; median of {args.rounds} interleaved rounds ({args.big_rounds} for M > 1024); "
-        "cells: speed-up over fp32 torch.mm (x); every packed and int8 product equals the exact one.\n"
+        f"{args.threads} thread(s); {args.clock} clock; {args.rounds} interleaved rounds ({args.big_rounds} for M > 1024); "
+        "cells: median per-round speed-up over fp32 torch.mm (x); every packed and int8 product equals the exact one.\n"
     )
     print(markdown(rows))
     print("\n" + "\n".join(verdicts(rows)))
