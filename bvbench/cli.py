@@ -569,9 +569,9 @@ def eval_cmd(
     apply_threads(threads)
     import json
 
-    from bvbench.evaluate.export import evaluate_packed, is_packed_file
+    from bvbench.evaluate.export import evaluate_packed
 
-    if is_packed_file(run_dir):
+    if Path(run_dir).is_file():  # a packed model file (a run is a folder)
         print(json.dumps(evaluate_packed(run_dir, data_dir, device, engine.value), indent=2))
         return
     if engine is Engine.packed:
