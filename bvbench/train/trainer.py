@@ -126,14 +126,19 @@ class SeededSamples(Dataset):
         s = (self.seed * 1_000_003 + key) * 10_000_019 + i
         if torch.utils.data.get_worker_info() is not None:
             return self._seeded(s, i)
-        saved = rng_state()
+        saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
         try:
             return self._seeded(s, i)
         finally:
-            set_rng_state(saved)
+            torch.set_rng_state(saved[0])
+            np.random.set_state(saved[1])
+            random.setstate(saved[2])
 
     def _seeded(self, s: int, i: int) -> Any:
-        torch.manual_seed(s % 2**63)
+        # The CPU generator only, which the transforms draw from: torch.manual_seed would also queue a lazy seed
+        # call with a formatted stack for every accelerator backend not yet initialised (~10 ms and a few KiB that
+        # are never freed, per sample).
+        torch.default_generator.manual_seed(s % 2**63)
         np.random.seed(s % 2**32)
         random.seed(s)
         return self.base[i]
