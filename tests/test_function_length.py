@@ -10,7 +10,6 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bvbench"
 MAX_LINES = 60
 
 ALLOWED = {
-    "train/trainer.py:Trainer._epoch": "split in branch global16 (bvbench/train/ is global16's)",
 }
 
 
