@@ -4,10 +4,12 @@ DeiT-Tiny dims (dim 192, 3 heads, depth 12, MLP 768) at 32x32 with patch 4 (65 t
 Each method is timed against a fresh `fp` model in interleaved pairs (the order inside a pair alternates), after
 warm-up steps (the first forward initialises the lazy quantizer scales; compiled models compile there); the
 figure is the median of the per-pair ratios, so load from other processes that hits both alike cancels.
+`--clock cpu` times each step in process CPU time (all of this process's threads; other processes on a shared
+machine do not count), which holds under load where wall time does not.
 With `--compile`, a second column times both models under `torch.compile` (target: <= 1.15x fp, eager <= 1.3x).
 
 Usage: `python benchmarks/train_step.py [--pairs 7] [--warmup 2] [--batch 64] [--threads 2] [--only gsb,bivit]
-[--compile]`.
+[--compile] [--clock cpu]`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from torch import nn
 
 from bvbench import methods
 from bvbench.recipes import MethodSpec
+
+CLOCK = [time.perf_counter]  # --clock cpu: time.process_time
 
 CASES: list[tuple[str, dict[str, Any]]] = [
     ("fp", {}),
@@ -59,12 +63,12 @@ class Stepper:
         self.x, self.y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
 
     def step(self) -> float:
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         loss = nn.functional.cross_entropy(self.net(self.x), self.y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return time.perf_counter() - t0
+        return CLOCK[0]() - t0
 
 
 def compare(name: str, opts: dict[str, Any], batch: int, pairs: int, warmup: int,
@@ -94,13 +98,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="", help="comma-separated method names (each is compared with fp)")
     ap.add_argument("--compile", action="store_true", help="also time both models under torch.compile")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: perf_counter; cpu: process CPU time (robust to other load on a shared machine)")
     a = ap.parse_args(argv)
+    if a.clock == "cpu":
+        CLOCK[0] = time.process_time
     torch.set_num_threads(a.threads)
     only = set(filter(None, a.only.split(",")))
     cases = [c for c in CASES if (not only or c[0] in only) and c[0] != "fp"]
     extra = " | fp compiled (ms) | method compiled (ms) | compiled x fp" if a.compile else ""
     print(f"| method | options | fp step (ms) | method step (ms) | x fp{extra} |   (batch {a.batch}, {a.threads} "
-          f"threads, medians of {a.pairs} interleaved pairs)")
+          f"threads, {a.clock} clock, medians of {a.pairs} interleaved pairs)")
     print("|---|---|---:|---:|---:|" + ("---:|---:|---:|" if a.compile else ""))
     for name, opts in cases:
         t_fp, t, r = compare(name, opts, a.batch, a.pairs, a.warmup)

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
+import numpy as np
 from torch.utils.data import Dataset
 
-from bvbench.data.base import DatasetInfo, ImageDataset, stratified_subset
+from bvbench.data.base import DatasetInfo, FileSource, ImageDataset, ImageSource, stratified_subset
 from bvbench.data.datasets import DATASETS, static_info
-from bvbench.data.transforms import AugmentConfig, eval_transform, train_transform
+
+if TYPE_CHECKING:  # the transforms import torchvision (seconds): only build_dataset needs them
+    from bvbench.data.transforms import AugmentConfig
 
 __all__ = [
     "DATASETS",
@@ -47,6 +50,7 @@ class DataConfig(Protocol):
 
 
 ENV_VAR = "BVBENCH_DATA"
+SMALL_IMAGES = 64  # native sizes up to this are decoded into one array when they fit (`data.decoded`)
 CACHE_BYTES = 64 * 2**20
 """Splits whose transformed tensors fit in this many bytes and do not change between epochs are kept in memory."""
 
@@ -66,6 +70,19 @@ def dataset_info(name: str) -> DatasetInfo:
     return static_info(name)
 
 
+def _decoded(source: ImageSource, indices: np.ndarray | None, name: str, split: str, info: DatasetInfo,
+             root: Path) -> tuple[ImageSource, np.ndarray | None]:
+    """A small-image FileSource as one decoded uint8 array (then all its items, in order), else unchanged."""
+    if not isinstance(source, FileSource) or info.img_size > SMALL_IMAGES:
+        return source, indices
+    import torch
+
+    from bvbench.data.decoded import decoded_source
+
+    arrays = decoded_source(source, indices, name, split, info.img_size, root, threads=torch.get_num_threads())
+    return (source, indices) if arrays is None else (arrays, None)
+
+
 def build_dataset(
     cfg: DataConfig,
     root: Path,
@@ -74,13 +91,18 @@ def build_dataset(
     download: bool = False,
     augment: AugmentConfig | None = None,
     seed: int = 0,
+    decode: bool = True,
 ) -> tuple[Dataset, DatasetInfo]:
     """The split as `(normalised float tensor [3, S, S], int label)` items and the info of what was read.
 
     S is `cfg.img_size` or the native size. Train transforms apply only for split "train" with `augment` given.
     `cfg.train_subset`/`cfg.test_subset` keep a class-stratified subset, the same for the same `seed`.
-    Raises DataMissingError (one line: data set, expected path, how to get it) when the data is not there.
+    With `decode`, a small split read from files is decoded once into a uint8 array (`data.decoded`; the same
+    pixels, so the same items). Raises DataMissingError (one line: data set, expected path, how to get it) when
+    the data is not there.
     """
+    from bvbench.data.transforms import eval_transform, train_transform
+
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     spec = DATASETS.get(cfg.name)
@@ -95,6 +117,8 @@ def build_dataset(
     n = cfg.train_subset if split == "train" else cfg.test_subset
     indices = stratified_subset(source.targets, n, seed) if n is not None else None
     count = len(source.targets) if indices is None else len(indices)
+    if decode:
+        source, indices = _decoded(source, indices, cfg.name, split, info, Path(root))
     # A deterministic transform of a small split gives the same tensor every epoch: keep it (digits, fake).
     cache = not random and count * 3 * size * size * 4 <= CACHE_BYTES
     return ImageDataset(source, transform, info, indices, cache=cache), info

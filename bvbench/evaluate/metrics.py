@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -54,11 +53,39 @@ def classification_metrics(
     """top-k, macro precision/recall/F1 (zero_division=0) and the confusion matrix (rows = true class)."""
     preds = logits.argmax(dim=1).numpy()
     y = targets.numpy()
-    labels = list(range(num_classes))
-    p, r, f, _ = precision_recall_fscore_support(y, preds, labels=labels, average="macro", zero_division=0)
-    metrics = {**topk_accuracy(logits, targets, topk), "precision": float(p), "recall": float(r), "f1": float(f)}
+    cm = confusion_matrix(y, preds, num_classes)
+    p, r, f = macro_prf(cm)
+    metrics = {**topk_accuracy(logits, targets, topk), "precision": p, "recall": r, "f1": f}
     metrics["test_loss"] = float(nn.functional.cross_entropy(logits, targets).item())
-    return metrics, confusion_matrix(y, preds, labels=labels)
+    return metrics, cm
+
+
+def confusion_matrix(y: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """int64 counts [true, predicted] over the labels 0..num_classes-1 (others ignored), as scikit-learn's."""
+    y, preds = np.asarray(y, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    keep = (y >= 0) & (y < num_classes) & (preds >= 0) & (preds < num_classes)
+    flat = y[keep] * num_classes + preds[keep]
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den in float64, 0 where den is 0 (scikit-learn's zero_division=0)."""
+    den = den.astype(np.float64)
+    zero = den == 0
+    den[zero] = 1
+    out = num.astype(np.float64) / den
+    out[zero] = 0.0
+    return out
+
+
+def macro_prf(cm: np.ndarray) -> tuple[float, float, float]:
+    """Macro precision, recall and F1 with zero_division=0, in scikit-learn's operations (so bit-identical to
+    `precision_recall_fscore_support(..., average="macro")`, without importing scikit-learn: ~2 s)."""
+    tp = np.diag(cm).astype(np.int64)
+    pred, true = cm.sum(axis=0), cm.sum(axis=1)
+    precision, recall = _divide(tp, pred), _divide(tp, true)
+    f1 = _divide(2.0 * tp.astype(np.float64), 1.0 * true.astype(np.float64) + pred.astype(np.float64))
+    return float(np.mean(precision)), float(np.mean(recall)), float(np.mean(f1))
 
 
 def write_confusion_csv(cm: np.ndarray, classes: list[str], path: Path) -> None:
