@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import bvbench.evaluate.profile as profile
-
 from bvbench.evaluate.export import export_run
 from bvbench.evaluate.profile import profile_row
 from bvbench.recipes import load_recipe
