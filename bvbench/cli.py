@@ -260,44 +260,73 @@ def run(
     stale and only --steal-stale takes it over.
     """
     apply_threads(threads)
-    from dataclasses import replace
-
     from bvbench.recipes import load_recipe
+    from bvbench.runner import RowsFailed, RunOptions
+
+    _check_seed(seed, seeds)
+    opts = RunOptions(profile=profile, rows=rows.split(",") if rows else None, sets=set_ or [], data_dir=data_dir,
+                      download=download, out=out, seed=seed, device=device, resume=resume,
+                      steal_stale=steal_stale, threads=threads, restart=restart,
+                      loggers=[lg.value for lg in logger or []])
+    failures: list[RowsFailed] = []
+    first: int | None = None
+    if launcher != "none":
+        _launch(recipe, opts, launcher, partition, gpus_per_node, nodes, time)
+        if launcher == "slurm":
+            return
+        rec = load_recipe(recipe, profile, set_ or [])
+    else:
+        rec, first = _run_seeds(recipe, opts, profile, set_ or [], seeds, failures)
+    _write_run_tables(recipe, rec, Path(out), profile)
+    _raise_failures(failures, first)  # the table is written; the exit code still says that rows are missing
+
+
+def _raise_failures(failures: list[Any], first: int | None) -> None:
+    from bvbench.runner import RowsFailed
+
+    if failures:
+        raise failures[0] if len(failures) == 1 else RowsFailed("; ".join(
+            f"seed {first + i}: {f}" for i, f in enumerate(failures)))  # type: ignore[operator]
+
+
+def _check_seed(seed: int | None, seeds: int | None) -> None:
     from bvbench.recipes.schema import MAX_SEED
-    from bvbench.report.claims import build_claims, claims_markdown, write_claims
-    from bvbench.report.table import recipe_tables, to_markdown, write_tables
-    from bvbench.runner import RowsFailed, RunOptions, run_recipe
 
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise BvbenchError(f"--seed {seed} is out of range: seeds are 0 ... {MAX_SEED} (2**32 - 1)")
     if seed is not None and seeds is not None:
         raise BvbenchError("--seed and --seeds exclude each other: --seed S runs seed S, --seeds N runs the "
                            "recipe's seed and the next N-1")
-    opts = RunOptions(profile=profile, rows=rows.split(",") if rows else None, sets=set_ or [], data_dir=data_dir,
-                      download=download, out=out, seed=seed, device=device, resume=resume,
-                      steal_stale=steal_stale, threads=threads, restart=restart,
-                      loggers=[lg.value for lg in logger or []])
-    failures: list[RowsFailed] = []
-    if launcher != "none":
-        _launch(recipe, opts, launcher, partition, gpus_per_node, nodes, time)
-        if launcher == "slurm":
-            return
-        rec = load_recipe(recipe, profile, set_ or [])
-    elif seeds is None:
-        rec = _run_seed(run_recipe, recipe, opts, failures)
-    else:
-        first = load_recipe(recipe, profile, set_ or []).seed
-        for i in range(seeds):
-            console.print(f"[bold]seed {first + i}[/] ({i + 1} of {seeds})")
-            rec = _run_seed(run_recipe, recipe, replace(opts, seed=first + i), failures)
-    tables = recipe_tables(recipe, Path(out), profile)  # what `bvbench table --profile P` prints
-    write_tables(tables, Path(out), rec.name)
-    claims = build_claims(load_recipe(recipe), Path(out), profile)
-    write_claims(claims, Path(out), rec.name)
+
+
+def _run_seeds(recipe: str, opts: Any, profile: str, sets: list[str], seeds: int | None,
+               failures: list[Any]) -> tuple[Any, int | None]:
+    """The recipe once (seeds None) or with the recipe's seed and the next seeds-1; (recipe, first seed)."""
+    from dataclasses import replace
+
+    from bvbench.recipes import load_recipe
+    from bvbench.runner import run_recipe
+
+    if seeds is None:
+        return _run_seed(run_recipe, recipe, opts, failures), None
+    first = load_recipe(recipe, profile, sets).seed
+    for i in range(seeds):
+        console.print(f"[bold]seed {first + i}[/] ({i + 1} of {seeds})")
+        rec = _run_seed(run_recipe, recipe, replace(opts, seed=first + i), failures)
+    return rec, first
+
+
+def _write_run_tables(recipe: str, rec: Any, out: Path, profile: str) -> None:
+    """Writes and prints the recipe's tables and claims, as `bvbench table --profile P` shows them."""
+    from bvbench.recipes import load_recipe
+    from bvbench.report.claims import build_claims, claims_markdown, write_claims
+    from bvbench.report.table import recipe_tables, to_markdown, write_tables
+
+    tables = recipe_tables(recipe, out, profile)
+    write_tables(tables, out, rec.name)
+    claims = build_claims(load_recipe(recipe), out, profile)
+    write_claims(claims, out, rec.name)
     print(to_markdown(tables) + ("\n" + claims_markdown(rec.name, claims) if claims else ""))
-    if failures:  # the table is written; the exit code still says that rows are missing
-        raise failures[0] if len(failures) == 1 else RowsFailed("; ".join(
-            f"seed {first + i}: {f}" for i, f in enumerate(failures)))
 
 
 def _run_seed(run_recipe: Any, recipe: str, opts: Any, failures: list[Any]) -> Any:
@@ -364,9 +393,29 @@ def table(
                                                             "recipes (also results/summary.md and .csv)")] = False,
 ) -> None:
     """Comparison tables: the paper's numbers next to ours (also written to results/<recipe>/table.*)."""
-    from bvbench.recipes import available, load_recipe
+    from bvbench.recipes import available
+
+    fmt, view = _table_format(format_, paper, measured_only, summary, out)
+    res = Path(results)
+    names = recipe or [n for n in available() if (res / n).is_dir()]
+    if not names:
+        raise BvbenchError(f"no results in {res}/ yet; run a recipe first (bvbench run quickstart)")
+    text = _summary_text(names, res, profile, fmt) if summary else _tables_text(names, res, profile, fmt, view)
+    if text is None:  # printed as rich tables
+        return
+    if out:
+        from bvbench.results import atomic_write_text
+
+        atomic_write_text(Path(out), text)
+        console.print(f"wrote {out}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+
+
+def _table_format(format_: str | None, paper: bool, measured_only: bool, summary: bool,
+                  out: str | None) -> tuple[str, str]:
+    """`bvbench table`'s (format, view) from its flags; a contradiction is a user error."""
     from bvbench.report import table as tb
-    from bvbench.report.claims import build_claims, claims_markdown, claims_rich, write_claims
 
     if format_ not in (None, *tb.FORMATS):
         raise BvbenchError(f"--format {format_!r}: choose md, csv, tex or rich")
@@ -378,48 +427,49 @@ def table(
     if format_ == "rich" and out:
         raise BvbenchError("--format rich prints to the terminal; write files with --format md, csv or tex")
     fmt = format_ or ("md" if out or not sys.stdout.isatty() else "rich")
-    view = "paper" if paper else "measured" if measured_only else "full"
-    res = Path(results)
-    names = recipe or [n for n in available() if (res / n).is_dir()]
-    if not names:
-        raise BvbenchError(f"no results in {res}/ yet; run a recipe first (bvbench run quickstart)")
-    if summary:
-        lines = tb.build_summary([load_recipe(n) for n in names], res, profile)
-        if res.is_dir():
-            tb.write_summary(lines, res)
-        if fmt == "rich":
-            console.print(tb.summary_rich(lines))
-            return
-        if fmt == "tex":
-            raise BvbenchError("--summary writes md or csv; --format tex is for the paper tables")
-        text = tb.summary_markdown(lines) if fmt == "md" else tb.summary_csv(lines)
-    else:
-        all_tables, all_claims = [], []
-        for name in names:
-            rec = load_recipe(name)
-            tables = tb.recipe_tables(name, res, profile)
-            claims = build_claims(rec, res, profile)  # the "Claims" section after the tables
-            if (res / rec.name).is_dir():
-                tb.write_tables(tables, res, rec.name)
-                write_claims(claims, res, rec.name)
-            all_tables += tables
-            all_claims += [(rec.name, claims)] if claims and view != "paper" else []
-        rendered = tb.render(all_tables, fmt, view)
-        if not isinstance(rendered, str):
-            for i, t in enumerate(rendered + [claims_rich(*c) for c in all_claims]):
-                if i:
-                    console.print()
-                console.print(t)
-            return
-        text = rendered
-        text += "".join("\n" + claims_markdown(*c) for c in all_claims) if fmt == "md" else ""
-    if out:
-        from bvbench.results import atomic_write_text
+    return fmt, "paper" if paper else "measured" if measured_only else "full"
 
-        atomic_write_text(Path(out), text)
-        console.print(f"wrote {out}")
-    else:
-        print(text, end="" if text.endswith("\n") else "\n")
+
+def _summary_text(names: list[str], res: Path, profile: str | None, fmt: str) -> str | None:
+    """The summary across recipes (written to results/summary.*); None when printed as a rich table."""
+    from bvbench.recipes import load_recipe
+    from bvbench.report import table as tb
+
+    lines = tb.build_summary([load_recipe(n) for n in names], res, profile)
+    if res.is_dir():
+        tb.write_summary(lines, res)
+    if fmt == "rich":
+        console.print(tb.summary_rich(lines))
+        return None
+    if fmt == "tex":
+        raise BvbenchError("--summary writes md or csv; --format tex is for the paper tables")
+    return tb.summary_markdown(lines) if fmt == "md" else tb.summary_csv(lines)
+
+
+def _tables_text(names: list[str], res: Path, profile: str | None, fmt: str, view: str) -> str | None:
+    """The recipes' tables and claims (written to results/<recipe>/); None when printed as rich tables."""
+    from bvbench.recipes import load_recipe
+    from bvbench.report import table as tb
+    from bvbench.report.claims import build_claims, claims_markdown, claims_rich, write_claims
+
+    all_tables, all_claims = [], []
+    for name in names:
+        rec = load_recipe(name)
+        tables = tb.recipe_tables(name, res, profile)
+        claims = build_claims(rec, res, profile)  # the "Claims" section after the tables
+        if (res / rec.name).is_dir():
+            tb.write_tables(tables, res, rec.name)
+            write_claims(claims, res, rec.name)
+        all_tables += tables
+        all_claims += [(rec.name, claims)] if claims and tb.view_of(view).run_columns else []
+    rendered = tb.render(all_tables, fmt, view)
+    if not isinstance(rendered, str):
+        for i, t in enumerate(rendered + [claims_rich(*c) for c in all_claims]):
+            if i:
+                console.print()
+            console.print(t)
+        return None
+    return rendered + ("".join("\n" + claims_markdown(*c) for c in all_claims) if fmt == "md" else "")
 
 
 @app.command()
@@ -569,9 +619,9 @@ def eval_cmd(
     apply_threads(threads)
     import json
 
-    from bvbench.evaluate.export import evaluate_packed, is_packed_file
+    from bvbench.evaluate.export import evaluate_packed
 
-    if is_packed_file(run_dir):
+    if Path(run_dir).is_file():  # a packed model file (a run is a folder)
         print(json.dumps(evaluate_packed(run_dir, data_dir, device, engine.value), indent=2))
         return
     if engine is Engine.packed:

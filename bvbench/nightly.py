@@ -172,16 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             return e.exit_code
 
 
-def _main(argv: list[str] | None) -> int:
-    from bvbench.build import pick_device
-    from bvbench.data import data_root
-    from bvbench.recipes import available, load_recipe
-    from bvbench.report.claims import build_claims, write_claims
-    from bvbench.report.plots import plot_recipe
-    from bvbench.report.readme import write_readme
-    from bvbench.report.table import build_summary, recipe_tables, write_summary, write_tables
-    from bvbench.results import atomic_write_json, now
-    from bvbench.runner import RunContext, RunOptions, run_recipe
+def _parser() -> argparse.ArgumentParser:
     from bvbench.runner.identity import REFERENCE_THREADS
 
     ap = argparse.ArgumentParser(prog="python -m bvbench.nightly", description=__doc__.split("\n\n")[0])
@@ -197,64 +188,102 @@ def _main(argv: list[str] | None) -> int:
                          "the nightly reuses and reproduces them on any machine)")
     ap.add_argument("--headline-seeds", type=int, default=HEADLINE_SEEDS,
                     help=f"seeds of the headline claims' rows (default {HEADLINE_SEEDS}; 1: the recipe's seed only)")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def _recipe_names(only: str | None) -> list[str]:
+    """Every recipe in the nightly order, or those `--only` names (an unknown one: a user error)."""
+    from bvbench.recipes import available
+    from bvbench.registry import suggest
+
+    known = available()
+    names = [n for n in ORDER if n in known] + sorted(set(known) - set(ORDER))
+    if not only:
+        return names
+    wanted = [n.strip() for n in only.split(",") if n.strip()]
+    for n in wanted:
+        if n not in known:
+            raise BvbenchError(f"--only: unknown recipe {n!r}{suggest(n, known)}")
+    return [n for n in names if n in wanted]
+
+
+def _train_entry(e: dict[str, Any], args: argparse.Namespace, out: Path, over_budget: Any) -> None:
+    """Runs one recipe's cpu profile (and its headline seeds); a user error fails this recipe only."""
+    from bvbench.recipes import load_recipe
+    from bvbench.results import now
+    from bvbench.runner import RunOptions, run_recipe
+
+    print(f"\n=== nightly: {e['recipe']} (cpu profile, data {e['data']}"
+          + (", override" if e["override"] else "") + ")", flush=True)
+    start = time.monotonic()
+    e["started"] = now()
     try:
-        known = available()
-        names = [n for n in ORDER if n in known] + sorted(set(known) - set(ORDER))
-        if args.only:
-            wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-            for n in wanted:
-                if n not in known:
-                    from bvbench.registry import suggest
+        opts = RunOptions(profile="cpu", sets=e["sets"], data_dir=args.data_dir, out=str(out),
+                          device=args.device, resume=True, threads=args.threads)
+        run_recipe(e["recipe"], opts)
+        e["headline_seeds"] = [load_recipe(e["recipe"], "cpu", e["sets"]).seed,
+                               *run_headline_seeds(e, opts, run_recipe, args.headline_seeds, over_budget)]
+        e["status"] = "finished"
+    except InterruptedRun:
+        raise
+    except BvbenchError as err:  # one recipe's problem is reported; the others still run
+        e.update(status="failed", reason=str(err))
+        print(f"error: {e['recipe']}: {err}", file=sys.stderr, flush=True)
+    e["seconds"] = round(time.monotonic() - start, 1)
 
-                    raise BvbenchError(f"--only: unknown recipe {n!r}{suggest(n, known)}")
-            names = [n for n in names if n in wanted]
-        out = Path(args.out)
-        root = data_root(args.data_dir)
-        status_path = out / "nightly.json"
-        ctx = RunContext(device=pick_device(args.device).type, threads=args.threads, root=root)
-        entries = plan_from_disk(names, out, ctx) if args.report_only else plan(names, root)
-        t0 = time.monotonic()
-        budget = args.budget_hours * 3600
-        for e in entries:
-            if e.get("status") == "skipped" or args.report_only:
-                continue
-            if time.monotonic() - t0 > budget:
-                e.update(status="left for the next call", reason=f"the {args.budget_hours:g} h budget was spent")
-                continue
-            print(f"\n=== nightly: {e['recipe']} (cpu profile, data {e['data']}"
-                  + (", override" if e["override"] else "") + ")", flush=True)
-            start = time.monotonic()
-            e["started"] = now()
-            try:
-                opts = RunOptions(profile="cpu", sets=e["sets"], data_dir=args.data_dir, out=str(out),
-                                  device=args.device, resume=True, threads=args.threads)
-                run_recipe(e["recipe"], opts)
-                e["headline_seeds"] = [load_recipe(e["recipe"], "cpu", e["sets"]).seed,
-                                       *run_headline_seeds(e, opts, run_recipe, args.headline_seeds,
-                                                           lambda: time.monotonic() - t0 > budget)]
-                e["status"] = "finished"
-            except InterruptedRun:
-                raise
-            except BvbenchError as err:  # one recipe's problem is reported; the others still run
-                e.update(status="failed", reason=str(err))
-                print(f"error: {e['recipe']}: {err}", file=sys.stderr, flush=True)
-            e["seconds"] = round(time.monotonic() - start, 1)
-        for e in entries:
-            rec = load_recipe(e["recipe"])
-            if (out / rec.name).is_dir():
-                write_tables(recipe_tables(e["recipe"], out, "cpu"), out, rec.name)
-                write_claims(build_claims(rec, out, "cpu"), out, rec.name)
-                plot_recipe(rec, out, "cpu", log=lambda m: print(m, flush=True))
-        out.mkdir(parents=True, exist_ok=True)
-        write_summary(build_summary([load_recipe(e["recipe"]) for e in entries], out, "cpu"), out)
-        atomic_write_json(status_path, {"finished": now(), "budget_hours": args.budget_hours,
-                                        "seconds": round(time.monotonic() - t0, 1), "recipes": entries})
-        readme = write_readme(out, entries)
-        print(f"\nnightly: {sum(e['status'] == 'finished' for e in entries)} of {len(entries)} recipes finished; "
-              f"{readme}", flush=True)
-        return 0 if args.report_only or all(e["status"] in ("finished", "skipped") for e in entries) else 1
+
+def _write_reports(entries: list[dict[str, Any]], out: Path) -> None:
+    """Per recipe with runs: table, claims and plots; then the summary across recipes."""
+    from bvbench.recipes import load_recipe
+    from bvbench.report.claims import build_claims, write_claims
+    from bvbench.report.plots import plot_recipe
+    from bvbench.report.table import build_summary, recipe_tables, write_summary, write_tables
+
+    for e in entries:
+        rec = load_recipe(e["recipe"])
+        if (out / rec.name).is_dir():
+            write_tables(recipe_tables(e["recipe"], out, "cpu"), out, rec.name)
+            write_claims(build_claims(rec, out, "cpu"), out, rec.name)
+            plot_recipe(rec, out, "cpu", log=lambda m: print(m, flush=True))
+    out.mkdir(parents=True, exist_ok=True)
+    write_summary(build_summary([load_recipe(e["recipe"]) for e in entries], out, "cpu"), out)
+
+
+def _nightly(args: argparse.Namespace) -> int:
+    from bvbench.build import pick_device
+    from bvbench.data import data_root
+    from bvbench.report.readme import write_readme
+    from bvbench.results import atomic_write_json, now
+    from bvbench.runner import RunContext
+
+    names = _recipe_names(args.only)
+    out = Path(args.out)
+    root = data_root(args.data_dir)
+    status_path = out / "nightly.json"
+    ctx = RunContext(device=pick_device(args.device).type, threads=args.threads, root=root)
+    entries = plan_from_disk(names, out, ctx) if args.report_only else plan(names, root)
+    t0 = time.monotonic()
+    budget = args.budget_hours * 3600
+    for e in entries:
+        if e.get("status") == "skipped" or args.report_only:
+            continue
+        if time.monotonic() - t0 > budget:
+            e.update(status="left for the next call", reason=f"the {args.budget_hours:g} h budget was spent")
+            continue
+        _train_entry(e, args, out, lambda: time.monotonic() - t0 > budget)
+    _write_reports(entries, out)
+    atomic_write_json(status_path, {"finished": now(), "budget_hours": args.budget_hours,
+                                    "seconds": round(time.monotonic() - t0, 1), "recipes": entries})
+    readme = write_readme(out, entries)
+    print(f"\nnightly: {sum(e['status'] == 'finished' for e in entries)} of {len(entries)} recipes finished; "
+          f"{readme}", flush=True)
+    return 0 if args.report_only or all(e["status"] in ("finished", "skipped") for e in entries) else 1
+
+
+def _main(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _nightly(args)
     except InterruptedRun as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return e.exit_code

@@ -31,7 +31,9 @@ def test_table_vii_viii_rows_build_their_setting(profile: str) -> None:
 
 
 def test_list_recipes_says_coco_detection_is_not_supported(cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "400")
+    import bvbench.cli
+
+    monkeypatch.setattr(bvbench.cli.console, "_width", 400)  # the console is made at import: COLUMNS is read then
     code, out, err = cli("list", "recipes")
     assert code == 0, err
     line = next(x for x in out.splitlines() if "bi-vit-imagenet" in x)

@@ -1,4 +1,4 @@
-"""Deterministic DataLoaders: seeded shuffling, seeded workers, optional DistributedSampler."""
+"""DataLoader helpers: seeded, signal-quiet workers that die with their parent; the test-set loader."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 PR_SET_PDEATHSIG = 1
 T = TypeVar("T")
@@ -104,39 +104,3 @@ def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoad
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       worker_init_fn=_quiet_worker if num_workers else None, persistent_workers=num_workers > 0)
 
-
-def build_loader(
-    dataset: Dataset,
-    batch_size: int,
-    *,
-    train: bool,
-    num_workers: int,
-    seed: int,
-    distributed: bool = False,
-    drop_last: bool | None = None,
-) -> DataLoader:
-    """A DataLoader whose batch order and worker randomness depend only on `seed` (and the epoch).
-
-    Train loaders shuffle and, by default, drop the last incomplete batch when there is more than one batch.
-    With `distributed`, a seeded DistributedSampler splits the data; call `loader.sampler.set_epoch(epoch)`.
-    """
-    n = len(dataset)  # type: ignore[arg-type]
-    if drop_last is None:
-        drop_last = train and n > batch_size
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    sampler = None
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=drop_last)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=train if sampler is None else False,
-        sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=drop_last,
-        generator=generator,
-        worker_init_fn=seed_worker,
-        persistent_workers=num_workers > 0,
-    )

@@ -60,16 +60,17 @@ class PackArgs(ctypes.Structure):
 # The same structs as packed bytes: struct.pack of a tuple costs a microsecond, a ctypes.Structure built from
 # keywords tens of them, and a layer makes several calls. Checked against the ctypes layouts below.
 _FORMATS = {GemmArgs: "<4qQ2qQq4iQqQQ2qQqQqQQ", PackArgs: "<3qQqQfii4xQ3q"}
-_CODECS = {cls: (struct.Struct(fmt), tuple(f[0] for f in cls._fields_)) for cls, fmt in _FORMATS.items()}
-for _cls, (_codec, _) in _CODECS.items():
+_CODECS = {cls: (struct.Struct(fmt), tuple(f[0] for f in cls._fields_), (0,) * len(cls._fields_))
+           for cls, fmt in _FORMATS.items()}
+for _cls, (_codec, _, _) in _CODECS.items():
     if _codec.size != ctypes.sizeof(_cls):
         raise ImportError(f"{_cls.__name__}: packed layout {_codec.size} B != ctypes layout {ctypes.sizeof(_cls)} B")
 
 
 def encode(cls: type[ctypes.Structure], fields: dict[str, int | float | None]) -> bytes:
     """The bytes of a `cls` struct (GemmArgs, PackArgs) with `fields` set and every other field 0 / NULL."""
-    codec, names = _CODECS[cls]
-    return codec.pack(*[fields.get(n) or 0 for n in names])
+    codec, names, zeros = _CODECS[cls]
+    return codec.pack(*[v or 0 for v in map(fields.get, names, zeros)])
 
 
 def _library_file() -> Path | None:

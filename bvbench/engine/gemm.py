@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bvbench.engine._lib import GemmArgs, PackArgs, encode, lib, path_id
+from bvbench.engine._lib import NR, GemmArgs, PackArgs, encode, lib, path_id
 from bvbench.engine.kernels import OP_AND, OP_XOR, Panels, row_popcount, to_panels, words_for
 
 __all__ = ["binary_matmul", "mask_matmul", "pack_matmul"]
@@ -42,45 +42,49 @@ def _operand_a(a: Tensor, b: Panels) -> tuple[Tensor, tuple[int, ...]]:
 def _batched(a: Tensor, b: Panels) -> tuple[Tensor, tuple[int, ...]]:
     """A (packed words or float rows) as (batch, M, last) with a contiguous last dim, and the result's leading
     shape: a shared B (a weight) makes every leading index of A one more row."""
-    last = a.shape[-1]
-    a3 = a.reshape(1, -1, last) if b.batch == 1 else a.reshape(-1, a.shape[-2], last)
-    if a3.shape[0] != b.batch:
-        raise ValueError(f"A has {a3.shape[0]} batches, B has {b.batch}")
+    last, nb = a.shape[-1], b.batch
+    a3 = a.reshape(1, -1, last) if nb == 1 else a.reshape(-1, a.shape[-2], last)
+    if a3.shape[0] != nb:
+        raise ValueError(f"A has {a3.shape[0]} batches, B has {nb}")
     return (a3 if a3.stride(-1) == 1 else a3.contiguous()), tuple(a.shape[:-1])
 
 
 def _output(out: Tensor | None, shape: tuple[int, ...], view: tuple[int, int, int], dtype: torch.dtype,
-            accumulate: bool) -> tuple[Tensor, Tensor]:
+            accumulate: bool) -> tuple[Tensor, int, int]:
+    """The result tensor and its row and batch strides (a new one is dense: no view needed)."""
     if out is None:
         if accumulate:
             raise ValueError("accumulate=True needs `out`")
-        out = torch.empty(shape, dtype=dtype)
+        return torch.empty(shape, dtype=dtype), view[2], view[1] * view[2]
     if tuple(out.shape) != shape or out.dtype != dtype:
         raise ValueError(f"out must be {dtype} {shape}, got {out.dtype} {tuple(out.shape)}")
     o3 = out.view(view)  # raises when the rows are not evenly strided
     if o3.stride(-1) != 1:
         raise ValueError("out must have a contiguous last dim")
-    return out, o3
+    return out, o3.stride(1), o3.stride(0)
 
 
 def _args(batch: int, m: int, b: Panels, op: int, base: int, mul: int, *, row_scale: Tensor | None = None,
           col_scale: Tensor | None = None, batch_scale: Tensor | None = None, bias: Tensor | None = None,
           out: Tensor | None = None, accumulate: bool = False, lead: tuple[int, ...]) -> tuple[dict, Tensor, list]:
     """The C arguments of one GEMM (A's pointer still unset), its output, and the tensors they point into."""
-    floats = any(v is not None for v in (row_scale, col_scale, batch_scale, bias)) or (
+    floats = row_scale is not None or col_scale is not None or batch_scale is not None or bias is not None or (
         out is not None and out.dtype == torch.float32
     )
-    out, o3 = _output(out, (*lead, b.n), (batch, m, b.n), torch.float32 if floats else torch.int32, accumulate)
+    n = b.n
+    out, ldc, stride_c = _output(out, (*lead, n), (batch, m, n), torch.float32 if floats else torch.int32,
+                                 accumulate)
     rs, rs_stride = _vec(row_scale, batch, m, "row_scale")
-    cs, cs_stride = _vec(col_scale, batch, b.n, "col_scale")
+    cs, cs_stride = _vec(col_scale, batch, n, "col_scale")
     bs, _ = _vec(batch_scale, 1, batch, "batch_scale")
-    bias_t, _ = _vec(bias, 1, b.n, "bias")
+    bias_t, _ = _vec(bias, 1, n, "bias")
     bw = b.words if b.words.is_contiguous() else b.words.contiguous()
+    nb, panels, words, _ = bw.shape
     g = dict(
-        batch=batch, m=m, n=b.n, words=bw.shape[2], b=bw.data_ptr(), stride_b=bw[0].numel() if b.batch > 1 else 0,
-        op=op, base=base, mul=mul, accumulate=int(accumulate), ldc=o3.stride(1), stride_c=o3.stride(0),
+        batch=batch, m=m, n=n, words=words, b=bw.data_ptr(), stride_b=panels * words * NR if nb > 1 else 0,
+        op=op, base=base, mul=mul, accumulate=int(accumulate), ldc=ldc, stride_c=stride_c,
         row_scale=_ptr(rs), stride_row_scale=rs_stride, col_scale=_ptr(cs), stride_col_scale=cs_stride,
-        batch_scale=_ptr(bs), bias=_ptr(bias_t), **{"out_f32" if floats else "out_i32": o3.data_ptr()},
+        batch_scale=_ptr(bs), bias=_ptr(bias_t), **{"out_f32" if floats else "out_i32": out.data_ptr()},
     )  # fmt: skip
     return g, out, [bw, rs, cs, bs, bias_t]
 
@@ -149,9 +153,11 @@ def pack_matmul(x: Tensor, b: Panels, *, mode: str = "binary", threshold: float 
     thresh = _f32(threshold).reshape(-1) if isinstance(threshold, Tensor) else None
     if thresh is not None and thresh.numel() != batch * m:
         raise ValueError(f"threshold has {thresh.numel()} values for {batch * m} rows")
-    if x3.stride(0) != m * x3.stride(1):  # rows must be evenly strided across batches
+    sb, ldx, _ = x3.stride()
+    if sb != m * ldx:  # rows must be evenly strided across batches
         x3 = x3.contiguous()
-    pa = dict(rows=batch * m, k=k, words=words_for(k), x=x3.data_ptr(), ldx=x3.stride(1), thresh=_ptr(thresh),
+        ldx = k
+    pa = dict(rows=batch * m, k=k, words=words_for(k), x=x3.data_ptr(), ldx=ldx, thresh=_ptr(thresh),
               thresh0=0.0 if thresh is not None else float(threshold), strict=int(strict))  # type: ignore[arg-type]
     rc = lib().bv_pack_gemm(path_id(path), encode(PackArgs, pa), encode(GemmArgs, g), int(sub), _threads(threads))
     if rc != 0:

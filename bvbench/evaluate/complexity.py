@@ -22,15 +22,18 @@ Conventions (checked against the papers' tables, see ``tests/evaluate/test_compl
     kept real-valued) and the attention matmuls at 1-1, this reproduces Bi-ViT Table 2's 1-1 OPs at the
     printed precision (DeiT-T 0.229e8 prints as 0.2; the others within 2.4 %), its real-valued OPs within 2 % and
     its Q-ViT rows within 6 % (the plain ``MACs / 64`` is 10-12 % low for DeiT-S and Swin-T 1-1).
-  - ``"gsb"`` (GSB Table IX, per DeiT-S block, n = 198 tokens incl. the distillation token): quantizing an
-    activation costs 2 FLOPs per element (shift + scale), rescaling a quantized product's output 2 (scale + bias)
-    per output element, a binary attention operand (q, k, A, V) 2 per element, each attention product's output
-    1 per element per product plus 1 per extra GSB product to accumulate the ``(k_att + 1)(k_v + 1)`` products,
-    the softmax between binary products 3 per score (exp, sum, divide), and each GSB mask 1 per element per mask
-    (comparison) plus 1 for the row max. The paper does not spell its split out; its numbers decompose exactly
-    as MLP = 20 nd (our model gives 20 nd too), baseline attention = 27 nd + 3 H n^2 (ours 19 nd + 6 H n^2) and
-    GSB adds about 3 nd + 4 H n^2 (ours 19 nd + 3 H n^2: we also price combining the 9 A.V products).
-    Totals: baseline 10.32e6 OPs (paper 10.21e6), GSB k = 2: 14.35e6 (paper 12.88e6).
+  - ``"gsb"`` (GSB Table IX, per DeiT-S block, n = 198 tokens incl. the distillation token, d = 384, H = 6). The
+    paper prints only the totals of each cell; they are exactly (unique small-integer fit to the printed digits)
+    baseline attention 27 nd + 3 H n^2, MLP 20 nd; GSB attention 30 nd + 7 H n^2, MLP 15 nd. The MLP drop is the
+    paper's own remark (Sec. IV-B): learned activation scale/offset "avoid the calculation of the mean and the norm".
+    Prices per element: a quantized Linear input 3 with XNOR statistics (mean, L1 norm, shift; a quantizer with
+    ``statistics = True``) or 2 learned (shift, scale); its output 1 (rescale); q, k, V operands as the inputs;
+    the map A 3 per score (scale, divide, round-clip; q.k^T / sqrt(d) and the softmax are the real model's too);
+    the A.V output 1; GSB on A 2 per score (row max, learned q.k^T rescale) + 1 per mask; GSB on V 2 per element
+    (max, min) + 3 per mask (two comparisons, applying it); the (k+1)^2 A.V products' accumulation is not
+    charged (the paper's cells leave no room for it). The attention cells of both rows hold 7 nd that no
+    operation the paper names explains: ``attn_tokens = 7`` charges them per element of the attention input, so
+    baseline 10.22e6 OPs (paper 10.21e6), GSB k = 2: 12.89e6 (paper 12.88e6), every cell within 0.2 %.
   - ``"plain"``: products only (OPs = BOPs / 64 + real MACs), the textbook Bi-Real Net count.
 
   ``first_last="like_body"`` (recipe ``eval.count_first_last``) counts the full-precision first and last layers
@@ -223,16 +226,27 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
 
 @dataclass(frozen=True)
 class CostModel:
-    """FLOPs charged for the element-wise real work around quantized products (see the module docstring)."""
+    """FLOPs charged for the element-wise real work around quantized products (see the module docstring).
+
+    A price with a ``_stats`` twin applies to quantizers that learn their scale and offset; the twin to those that
+    compute them as statistics of the input (a quantizer with ``statistics = True``, e.g. XNOR-Net's mean and
+    L1 norm; GSB Sec. IV-B: learnable factors "avoid the calculation of the mean and the norm")."""
 
     name: str
     input_quant: float = 0.0  # per activation element quantized at a quantized Linear/Conv input
+    input_quant_stats: float | None = None  # the same for a statistics quantizer (None: as input_quant)
     output_rescale: float = 0.0  # per output element of a quantized Linear/Conv (scale, bias)
-    attn_operand: float = 0.0  # per element of a quantized attention operand (q, k, A, V)
-    attn_output: float = 0.0  # per output element of a quantized attention product, per product
+    attn_operand: float = 0.0  # per element of a quantized attention operand (q, k, V)
+    attn_operand_stats: float | None = None  # the same for a statistics quantizer (None: as attn_operand)
+    attn_map: float = 0.0  # per score of a quantized attention map A (operand of A.V)
+    attn_output: float = 0.0  # per output element of a quantized A.V (its rescale)
     attn_combine: float = 0.0  # per output element per extra GSB product (accumulating them)
+    attn_tokens: float = 0.0  # per element of the attention input (n x d) of a binary attention: see "gsb"
     softmax: float = 0.0  # per attention score, when an attention product is quantized
-    gsb_mask: float = 0.0  # per element per GSB mask (comparison), plus once for the max
+    gsb_mask: float = 0.0  # per score per GSB mask on A (comparison)
+    gsb_att: float = 0.0  # per score once GSB masks A (row max, rescale of the learned q.k^T)
+    gsb_v_mask: float = 0.0  # per element of V per GSB mask on V (two comparisons, applying the mask)
+    gsb_v: float = 0.0  # per element of V once GSB masks V (max and min)
     low_bit: Literal["bwba", "bi-vit"] = "bwba"  # BOPs of a low-bit (not 1-1) product: see module doc
 
     def low_bit_factor(self, p: Precision) -> float:
@@ -241,6 +255,14 @@ class CostModel:
             return float(2 ** (max(p.weight_bits, p.act_bits) - 1))
         return float(p.weight_bits * p.act_bits)
 
+    def input_price(self, statistics: bool) -> float:
+        """FLOPs per quantized Linear/Conv input element."""
+        return self.input_quant_stats if statistics and self.input_quant_stats is not None else self.input_quant
+
+    def operand_price(self, statistics: bool) -> float:
+        """FLOPs per element of a quantized attention operand."""
+        return self.attn_operand_stats if statistics and self.attn_operand_stats is not None else self.attn_operand
+
 
 CONVENTIONS: dict[str, CostModel] = {
     "plain": CostModel("plain"),
@@ -248,12 +270,17 @@ CONVENTIONS: dict[str, CostModel] = {
     "gsb": CostModel(
         "gsb",
         input_quant=2.0,
-        output_rescale=2.0,
+        input_quant_stats=3.0,
+        output_rescale=1.0,
         attn_operand=2.0,
+        attn_operand_stats=3.0,
+        attn_map=3.0,
         attn_output=1.0,
-        attn_combine=1.0,
-        softmax=3.0,
+        attn_tokens=7.0,
         gsb_mask=1.0,
+        gsb_att=2.0,
+        gsb_v_mask=3.0,
+        gsb_v=2.0,
     ),
 }
 
@@ -330,6 +357,117 @@ def _is_attention(module: nn.Module) -> bool:
     return isinstance(getattr(module, "num_heads", None), int) and hasattr(module, "qkv")
 
 
+def _uses_statistics(module: nn.Module) -> bool:
+    """Whether a quantizer in ``module``'s subtree computes its scale/offset as statistics of its input."""
+    return any(getattr(m, "statistics", False) is True for m in module.modules())
+
+
+def _part_keys(model: nn.Module) -> tuple[list[str], list[tuple[str, str]]]:
+    """Block names and (module prefix, part key) pairs of every block's ``attn`` and ``mlp``."""
+    blocks = _block_names(model)
+    parts: list[tuple[str, str]] = []
+    for index, name in enumerate(blocks):
+        prefix = f"{name}." if name else ""
+        parts += [(f"{prefix}attn", f"{index}.attn"), (f"{prefix}mlp", f"{index}.mlp")]
+    return blocks, parts
+
+
+class _Counter:
+    """Forward hooks that price every Linear/Conv and attention module into a :class:`_Tally`."""
+
+    def __init__(self, model: nn.Module, costs: CostModel, precisions: dict[nn.Module, Precision]) -> None:
+        self.tally = _Tally(costs)
+        self.costs = costs
+        self.precisions = precisions
+        self.names = {module: name for name, module in model.named_modules()}
+        self.blocks, self.parts = _part_keys(model)
+
+    def part_of(self, module: nn.Module) -> str | None:
+        name = self.names.get(module, "")
+        for prefix, key in self.parts:
+            if name == prefix or name.startswith(prefix + "."):
+                return key
+        return None
+
+    def weight_hook(self, module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        p = self.precisions[module]
+        if isinstance(module, nn.Linear):
+            macs = output.numel() * module.in_features
+        else:
+            macs = output.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+        self.tally.macs += macs
+        bops, flops = self.tally.product(p, macs)
+        if _is_quantized(p.act_bits):
+            flops += self.costs.input_price(_uses_statistics(module)) * inputs[0].numel()
+        if _is_quantized(p.weight_bits) or _is_quantized(p.act_bits):
+            flops += self.costs.output_rescale * output.numel()
+        self.tally.add(self.part_of(module), bops, flops)
+
+    def attention_hook(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        batch, heads, tokens, head_dim = _attention_dims(module, inputs[0])
+        ap = getattr(module, "attn_precision", None)
+        qk = _as_precision(getattr(ap, "qk", None)) or FULL
+        av = _as_precision(getattr(ap, "av", None)) or FULL
+        k_att = int(getattr(ap, "k_att", 0) or 0)
+        k_v = int(getattr(ap, "k_v", 0) or 0)
+        operand = batch * heads * tokens * head_dim  # elements of q, k or V, and of the A.V output
+        scores = batch * heads * tokens * tokens  # elements of the attention map
+        macs = scores * head_dim
+        self.tally.macs += 2 * macs
+        a_quant, v_quant = _is_quantized(av.act_bits), _is_quantized(av.weight_bits)
+        products = (k_att + 1 if a_quant else 1) * (k_v + 1 if v_quant else 1) if a_quant and v_quant else 1
+        b1, f1 = self.tally.product(qk, macs)
+        b2, f2 = self.tally.product(av, macs, products)
+        flops = f1 + f2 + self._attention_flops(module, qk, av, products, k_att, k_v, operand, scores)
+        self.tally.add(self.part_of(module), b1 + b2, flops)
+
+    def _attention_flops(self, module: nn.Module, qk: Precision, av: Precision, products: int,
+                         k_att: int, k_v: int, operand: int, scores: int) -> float:
+        """Element-wise FLOPs of one attention module's quantized products (module docstring, ``"gsb"``)."""
+        c = self.costs
+        a_quant, v_quant = _is_quantized(av.act_bits), _is_quantized(av.weight_bits)
+        q_quant, k_quant = _is_quantized(qk.act_bits), _is_quantized(qk.weight_bits)
+        operand_price = c.operand_price(_uses_statistics(module))
+        flops = operand_price * operand * (q_quant + k_quant + v_quant) + c.attn_map * scores * a_quant
+        if a_quant or v_quant:
+            flops += c.attn_output * operand + c.attn_combine * operand * (products - 1)
+        if q_quant or k_quant or a_quant or v_quant:
+            flops += c.softmax * scores + c.attn_tokens * operand
+        if a_quant and k_att > 0:
+            flops += (c.gsb_att + c.gsb_mask * k_att) * scores
+        if v_quant and k_v > 0:
+            flops += (c.gsb_v + c.gsb_v_mask * k_v) * operand
+        return flops
+
+    def blocks_split(self) -> list[dict[str, float]]:
+        """Per-block BOPs / FLOPs of ``attn`` and ``mlp``."""
+        out = []
+        for index in range(len(self.blocks)):
+            attn = self.tally.parts.get(f"{index}.attn", [0.0, 0.0])
+            mlp = self.tally.parts.get(f"{index}.mlp", [0.0, 0.0])
+            out.append({"attn_bops": attn[0], "attn_flops": attn[1], "mlp_bops": mlp[0], "mlp_flops": mlp[1]})
+        return out
+
+
+def _run_hooked(model: nn.Module, counter: _Counter, input_shape: Sequence[int]) -> None:
+    """One eval forward pass of ``model`` with ``counter``'s hooks on every Linear/Conv and attention module."""
+    handles = []
+    for module in model.modules():
+        if module in counter.precisions:
+            handles.append(module.register_forward_hook(counter.weight_hook))
+        elif _is_attention(module):
+            handles.append(module.register_forward_hook(counter.attention_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(_example_input(model, input_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+
 def count_complexity(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -344,107 +482,13 @@ def count_complexity(
     ``meta`` device (no compute). ``convention`` names a :data:`CONVENTIONS` preset or is a :class:`CostModel`.
     """
     costs = CONVENTIONS[convention] if isinstance(convention, str) else convention
-    tally = _Tally(costs)
     precisions = _precisions(model)
     if first_last == "like_body":
         precisions = _like_body(model, precisions)
-    names = {module: name for name, module in model.named_modules()}
-
-    block_parts: list[tuple[str, str]] = []  # (prefix, part key)
-    blocks: list[str] = []
-    for name, module in model.named_modules():
-        children = dict(module.named_children())
-        if "attn" in children and "mlp" in children:
-            index = len(blocks)
-            blocks.append(name)
-            prefix = f"{name}." if name else ""
-            block_parts.append((f"{prefix}attn", f"{index}.attn"))
-            block_parts.append((f"{prefix}mlp", f"{index}.mlp"))
-
-    def part_of(module: nn.Module) -> str | None:
-        name = names.get(module, "")
-        for prefix, key in block_parts:
-            if name == prefix or name.startswith(prefix + "."):
-                return key
-        return None
-
-    def weight_hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        p = precisions[module]
-        x = inputs[0]
-        if isinstance(module, nn.Linear):
-            macs = output.numel() * module.in_features
-        else:
-            kernel = math.prod(module.kernel_size)
-            macs = output.numel() * (module.in_channels // module.groups) * kernel
-        tally.macs += macs
-        bops, flops = tally.product(p, macs)
-        if _is_quantized(p.act_bits):
-            flops += costs.input_quant * x.numel()
-        if _is_quantized(p.weight_bits) or _is_quantized(p.act_bits):
-            flops += costs.output_rescale * output.numel()
-        tally.add(part_of(module), bops, flops)
-
-    def attention_hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        batch, heads, tokens, head_dim = _attention_dims(module, inputs[0])
-        ap = getattr(module, "attn_precision", None)
-        qk = _as_precision(getattr(ap, "qk", None)) or FULL
-        av = _as_precision(getattr(ap, "av", None)) or FULL
-        k_att = int(getattr(ap, "k_att", 0) or 0) if ap is not None else 0
-        k_v = int(getattr(ap, "k_v", 0) or 0) if ap is not None else 0
-
-        operand = batch * heads * tokens * head_dim  # elements of q, k or V, and of the A.V output
-        scores = batch * heads * tokens * tokens  # elements of the attention map
-        macs = scores * head_dim
-        tally.macs += 2 * macs
-
-        bops, flops = tally.product(qk, macs)
-        a_quant, v_quant = _is_quantized(av.act_bits), _is_quantized(av.weight_bits)
-        av_products = (k_att + 1 if a_quant else 1) * (k_v + 1 if v_quant else 1)
-        both_quant = a_quant and v_quant
-        b2, f2 = tally.product(av, macs, av_products if both_quant else 1)
-        bops, flops = bops + b2, flops + f2
-
-        qk_quant = _is_quantized(qk.act_bits) or _is_quantized(qk.weight_bits)
-        av_any = a_quant or v_quant
-        flops += costs.attn_operand * operand * (_is_quantized(qk.act_bits) + _is_quantized(qk.weight_bits))
-        flops += costs.attn_operand * (scores * a_quant + operand * v_quant)
-        if qk_quant:
-            flops += costs.attn_output * scores
-        if av_any:
-            n_products = av_products if both_quant else 1
-            flops += costs.attn_output * operand * n_products
-            flops += costs.attn_combine * operand * (n_products - 1)
-        if qk_quant or av_any:
-            flops += costs.softmax * scores
-        if a_quant and k_att > 0:
-            flops += costs.gsb_mask * scores * (k_att + 1)
-        if v_quant and k_v > 0:
-            flops += costs.gsb_mask * operand * (k_v + 1)
-        tally.add(part_of(module), bops, flops)
-
-    handles = []
-    for module in model.modules():
-        if module in precisions:
-            handles.append(module.register_forward_hook(weight_hook))
-        elif _is_attention(module):
-            handles.append(module.register_forward_hook(attention_hook))
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(_example_input(model, input_shape))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-
+    counter = _Counter(model, costs, precisions)
+    _run_hooked(model, counter, input_shape)
+    tally = counter.tally
     size = theoretical_size(model, include_buffers=include_buffers, first_last=first_last)
-    per_block = []
-    for index in range(len(blocks)):
-        attn = tally.parts.get(f"{index}.attn", [0.0, 0.0])
-        mlp = tally.parts.get(f"{index}.mlp", [0.0, 0.0])
-        per_block.append({"attn_bops": attn[0], "attn_flops": attn[1], "mlp_bops": mlp[0], "mlp_flops": mlp[1]})
     return Complexity(
         params=count_params(model),
         macs=tally.macs,
@@ -454,6 +498,6 @@ def count_complexity(
         size_fp32_mib=size_fp32_mib(model),
         size_mb=size["mb"],
         size_mib=size["mib"],
-        blocks=per_block,
+        blocks=counter.blocks_split(),
         convention=costs.name,
     )

@@ -61,7 +61,6 @@ __all__ = [
     "evaluate_packed",
     "export_run",
     "freeze_weights",
-    "is_packed_file",
     "load_engine",
     "load_packed",
     "packed_file_bytes",
@@ -411,11 +410,6 @@ def _read_file(path: Path) -> dict[str, Any]:
             f"versions up to {VERSION} (upgrade bvbench)"
         )
     return obj
-
-
-def is_packed_file(path: str | Path) -> bool:
-    """True for a path `bvbench eval` reads as a packed model file: a file (a run is a folder)."""
-    return Path(path).is_file()
 
 
 def _slice(blobs: dict[str, Tensor], kind: str, offset: int, count: int) -> Tensor:

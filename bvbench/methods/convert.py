@@ -10,7 +10,6 @@ the plan leaves full precision gets its quantizers removed (the Linear object an
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,5 +224,4 @@ def to_qattention_single(block: nn.Module) -> list[QAttention]:
     return [q]
 
 
-MethodFn = Callable[[nn.Module, Any], nn.Module]
 __all__ = ["AttnPart", "LinearPart", "Plan", "Q", "Report", "apply_plan", "blocks", "downsamplers", "to_qattention"]

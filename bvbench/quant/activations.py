@@ -133,6 +133,8 @@ class XnorAct(Quantizer):
     dx = g * 1[0 <= x / beta <= 1]. beta is a statistic (no gradient).
     """
 
+    statistics = True  # scale and offset are statistics of the input (priced so by evaluate.complexity)
+
     def __init__(self, signed: bool = True, center: bool = True) -> None:
         super().__init__()
         self.signed, self.center = signed, center

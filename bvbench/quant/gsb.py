@@ -32,6 +32,8 @@ class GSBBaseline(Quantizer):
     (GSB Eq. 5): dA = g * 1[0 <= A/gamma <= 1]. Set `stage` to 2 for the second training stage.
     """
 
+    statistics = True  # gamma is a statistic of A (priced so by evaluate.complexity)
+
     def __init__(self, stage: int = 1, scaled: bool = True, min_count: int | None = None) -> None:
         super().__init__()
         if stage not in (1, 2):

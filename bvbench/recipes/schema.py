@@ -167,9 +167,33 @@ def checkpoint_interval(v: int | str | None) -> tuple[int | None, float | None]:
     return None, num * 60 if unit in ("min", "m") else num
 
 
+def batch_split(train: TrainConfig, world: int = 1) -> tuple[int, int]:
+    """(batch per process and forward pass, accumulation steps) of `train` on `world` processes. Without
+    `global_batch`: (batch_size, 1). With it: the largest per-process batch b <= batch_size that divides
+    global_batch / world (even with mixup or cutmix, which pair the images of a batch), and
+    global_batch / (world * b) accumulation steps; a BvbenchError when there is no such b."""
+    g = train.global_batch
+    if g is None:
+        return train.batch_size, 1
+    mixing = train.augment.mixup > 0 or train.augment.cutmix > 0
+    step = 2 if mixing else 1
+    per = g // world
+    fits = [b for b in range(step, min(train.batch_size, per) + 1, step) if per % b == 0]
+    if g % world or not fits:
+        need = f"a multiple of {world * step}" + (" (mixup/cutmix need an even batch per process)" if mixing else "")
+        raise BvbenchError(f"train.global_batch {g} does not split over {world} process(es) with train.batch_size "
+                           f"{train.batch_size}: use {need}")
+    return fits[-1], per // fits[-1]
+
+
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=0, le=MAX_EPOCHS)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, description="images per process and forward pass (with global_batch: "
+                            "the most per process; not part of the run id then)")
+    global_batch: int | None = Field(
+        None, ge=1, description="images per optimizer step over all processes; the per-process batch and "
+        "gradient accumulation follow from it and the world size (`batch_split`), and the run id no longer "
+        "depends on the world size")
     optimizer: Literal["adamw", "adam", "sgd", "lamb"] = "adamw"
     lr: float = Field(5e-4, gt=0, le=MAX_LR)
     lr_base_batch: int | None = Field(None, ge=1, description="scale lr by batch_size / lr_base_batch (DeiT)")

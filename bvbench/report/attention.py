@@ -187,6 +187,25 @@ def attention_figure(run_dirs: list[Path], n_images: int, out: Path, *, data_dir
         raise BvbenchError("give at least one run folder")
     if n_images < 1:
         raise BvbenchError(f"--images {n_images}: draw at least one image")
+    runs = _same_data_runs(run_dirs)
+    first = runs[0]
+    ds, info = build_dataset(first.row.data, data_root(data_dir or first.data_dir), "test", seed=first.seed)
+    n = min(n_images, len(ds))  # type: ignore[arg-type]
+    items = [ds[i] for i in range(n)]
+    x = torch.stack([it[0] for it in items])
+    labels = [int(it[1]) for it in items]
+    cols = [_run_maps(r, x, info.num_classes, method) for r in runs]
+    fig = _draw(x, labels, cols, info, method)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    out = Path(out)
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def _same_data_runs(run_dirs: list[Path]) -> list[LoadedRun]:
+    """The runs, read; runs tested on different data (set, size, subset) are a user error."""
     runs = [load_run(Path(p)) for p in run_dirs]
     keys = {r.data_key() for r in runs}
     if len(keys) > 1:
@@ -194,26 +213,26 @@ def attention_figure(run_dirs: list[Path], n_images: int, out: Path, *, data_dir
                          + (f", test_subset {r.row.data.test_subset}" if r.row.data.test_subset else "")
                          for r in runs)
         raise BvbenchError(f"the runs use different test data ({seen}); attention maps compare runs on the same images")
-    first = runs[0]
-    ds, info = build_dataset(first.row.data, data_root(data_dir or first.data_dir), "test", seed=first.seed)
-    n = min(n_images, len(ds))  # type: ignore[arg-type]
-    items = [ds[i] for i in range(n)]
-    x = torch.stack([it[0] for it in items])
-    labels = [int(it[1]) for it in items]
+    return runs
 
-    cols: list[tuple[LoadedRun, np.ndarray, list[int]]] = []
-    for r in runs:
-        model = build_row_model(r.row, info.num_classes, RunDir(r.path).checkpoint())
-        num_prefix, grid = _vit_geometry(model)
-        maps, logits = collect_attention(model, x)
-        heat = cls_map(maps, num_prefix, method)
-        if heat.shape[1] != grid[0] * grid[1]:
-            raise BvbenchError(f"{r.path}: {heat.shape[1]} patch tokens do not fill a {grid[0]}x{grid[1]} grid")
-        heat = heat.view(n, *grid)  # one value per patch: drawn as blocks, never smoothed
-        cols.append((r, heat.numpy(), logits.argmax(dim=1).tolist()))
+
+def _run_maps(r: LoadedRun, x: Tensor, num_classes: int, method: str) -> tuple[LoadedRun, np.ndarray, list[int]]:
+    """One run's attention maps [n, gh, gw] over the images `x` and its predictions."""
+    model = build_row_model(r.row, num_classes, RunDir(r.path).checkpoint())
+    num_prefix, grid = _vit_geometry(model)
+    maps, logits = collect_attention(model, x)
+    heat = cls_map(maps, num_prefix, method)
+    if heat.shape[1] != grid[0] * grid[1]:
+        raise BvbenchError(f"{r.path}: {heat.shape[1]} patch tokens do not fill a {grid[0]}x{grid[1]} grid")
+    heat = heat.view(len(x), *grid)  # one value per patch: drawn as blocks, never smoothed
+    return r, heat.numpy(), logits.argmax(dim=1).tolist()
+
+
+def _draw(x: Tensor, labels: list[int], cols: list[tuple[LoadedRun, np.ndarray, list[int]]], info: Any,
+          method: str) -> Any:
+    """The figure: a row per image, the original then each run's map on one shared colour scale."""
     vmax = shared_scale([h for _, h, _ in cols])
-
-    ncols = 1 + len(cols)
+    n, ncols = len(x), 1 + len(cols)
     size = 2.3
     fig, axes = plt.subplots(n, ncols, figsize=(size * ncols, size * n + 1.0), squeeze=False, layout="constrained")
     im = None
@@ -241,12 +260,7 @@ def attention_figure(run_dirs: list[Path], n_images: int, out: Path, *, data_dir
     width = max(40, int(size * ncols * 12))  # characters that fit the figure's width at this font size
     fig.suptitle(textwrap.fill(f"{name} — {info.display}, first {n} test images", width) + "\n"
                  + textwrap.fill(f"({how})", width), fontsize=9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    out = Path(out)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    return fig
 
 
 HEAT_CMAP = "viridis"  # perceptually uniform (not jet)

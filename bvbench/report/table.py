@@ -34,7 +34,6 @@ from bvbench.results import Metrics, RunDir, find_runs
 logger = logging.getLogger(__name__)
 MISSING = "—"
 NC = "n/c"  # Δ of numbers measured on another setup than the paper's: not comparable
-VIEWS = ("full", "paper", "measured")
 ACCURACY_KEYS = ("top1", "top5")
 
 
@@ -457,42 +456,152 @@ def fmt_measured(cell: Cell, unit: str, places: int | None = None) -> str:
     return fmt(cell.measured, unit, places)
 
 
-def _check_view(view: str) -> None:
-    if view not in VIEWS:
+@dataclass(frozen=True)
+class View:
+    """How a table is shown: the cells each paper column gets, whether the runs' setup columns (Data set,
+    Profile, Status) follow, the note under it and the CSV fields. One subclass per view name."""
+
+    name: str
+    run_columns: bool = True  # Data set | Profile | Status after the paper's columns; diverged rows marked
+    legend: str = ""  # appended to the rich caption
+
+    def column_header(self, c: PaperColumn) -> list[str]:
+        raise NotImplementedError
+
+    def column_cells(self, cell: Cell, c: PaperColumn) -> list[str]:
+        raise NotImplementedError
+
+    def note(self, t: Table) -> str:
+        raise NotImplementedError
+
+    def md_note(self, t: Table) -> str:
+        return f"_{self.note(t)}_"
+
+    def csv_keeps(self, c: PaperColumn) -> bool:
+        """Whether the CSV lists the column's key."""
+        return True
+
+    def csv_fields(self, keys: list[str], mkeys: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def style(self, t: Table, r: TableRow, cells: list[Any]) -> str | None:
+        """Colours a rich row's cells in place; returns the row's style."""
+        if not self.run_columns:
+            return None
+        if r.status == "diverged":
+            cells[-1].stylize("red")
+        return None if r.status == "finished" else "dim"
+
+
+@dataclass(frozen=True)
+class FullView(View):
+    """paper | ours | Δ per measured column; Δ coloured by the column's tolerance in the terminal."""
+
+    name: str = "full"
+    legend: str = " Δ: green within the column's tolerance, yellow within 3×, red beyond."
+
+    def column_header(self, c: PaperColumn) -> list[str]:
+        return [f"{c.label} paper", f"{c.label} ours", "Δ"] if c.measured else [c.label]
+
+    def column_cells(self, cell: Cell, c: PaperColumn) -> list[str]:
+        if not c.measured:
+            return [fmt(cell.paper, c.unit)]
+        places = decimals(cell.paper, c.unit)
+        return [fmt(cell.paper, c.unit), fmt_measured(cell, c.unit, places), cell_delta(cell, c.unit, places)]
+
+    def note(self, t: Table) -> str:
+        return f"{t.footnote()} Paper values as printed; Δ = ours − paper; {MISSING} = not measured."
+
+    def md_note(self, t: Table) -> str:
+        return (f"_{t.footnote()}_ Paper values as printed; Δ = ours − paper ({NC}: not comparable); "
+                f"{MISSING} = not measured.")
+
+    def csv_fields(self, keys: list[str], mkeys: list[str]) -> list[str]:
+        return (CSV_IDENT + CSV_TIMM + [f"paper_{k}" for k in keys] + [f"measured_{k}" for k in mkeys]
+                + [f"measured_{k}_std" for k in mkeys] + [f"delta_{k}" for k in mkeys] + ["comparable", "differs"])
+
+    def style(self, t: Table, r: TableRow, cells: list[Any]) -> str | None:
+        i = 1
+        for c in t.columns:
+            if not c.measured:
+                i += 1
+                continue
+            cell = r.cells[c.key]
+            if cell.delta is not None:
+                d = round(cell.delta, decimals(cell.paper, c.unit))  # judge the Δ as printed
+                cells[i + 2].stylize(tolerance_style(d, c.tolerance, c.unit, cell.paper))
+            i += 3
+        return super().style(t, r, cells)
+
+
+@dataclass(frozen=True)
+class PaperView(View):
+    """What the paper printed, as the recipe transcribes it; no run columns."""
+
+    name: str = "paper"
+    run_columns: bool = False
+
+    def column_header(self, c: PaperColumn) -> list[str]:
+        return [c.label]
+
+    def column_cells(self, cell: Cell, c: PaperColumn) -> list[str]:
+        return [fmt(cell.paper, c.unit)]
+
+    def note(self, t: Table) -> str:
+        return f"Paper values as printed (the recipe's transcription); {MISSING} = not printed."
+
+    def csv_fields(self, keys: list[str], mkeys: list[str]) -> list[str]:
+        return ["recipe", "table", "row", "label"] + [f"paper_{k}" for k in keys]
+
+
+@dataclass(frozen=True)
+class MeasuredView(View):
+    """Ours only: the measured columns and the runs' setup."""
+
+    name: str = "measured"
+
+    def column_header(self, c: PaperColumn) -> list[str]:
+        return [f"{c.label} ours"] if c.measured else []
+
+    def column_cells(self, cell: Cell, c: PaperColumn) -> list[str]:
+        return [fmt_measured(cell, c.unit, decimals(cell.paper, c.unit))] if c.measured else []
+
+    def note(self, t: Table) -> str:
+        return f"{t.footnote()} {MISSING} = not measured."
+
+    def csv_keeps(self, c: PaperColumn) -> bool:
+        return c.measured
+
+    def csv_fields(self, keys: list[str], mkeys: list[str]) -> list[str]:
+        return CSV_IDENT + CSV_TIMM + [f"measured_{k}" for k in mkeys] + [f"measured_{k}_std" for k in mkeys]
+
+
+VIEW_OF: dict[str, View] = {v.name: v for v in (FullView(), PaperView(), MeasuredView())}
+VIEWS = tuple(VIEW_OF)
+RUN_HEADER = ["Data set", "Profile", "Status"]
+
+
+def view_of(view: str | View) -> View:
+    """The view named `view` (a View passes through)."""
+    if isinstance(view, View):
+        return view
+    if view not in VIEW_OF:
         raise ValueError(f"view {view!r}: one of {', '.join(VIEWS)}")
+    return VIEW_OF[view]
 
 
-def header(table: Table, view: str = "full") -> list[str]:
-    _check_view(view)
-    cols = ["Method"]
-    for c in table.columns:
-        if view == "paper":
-            cols.append(c.label)
-        elif view == "measured":
-            cols += [f"{c.label} ours"] if c.measured else []
-        else:
-            cols += [f"{c.label} paper", f"{c.label} ours", "Δ"] if c.measured else [c.label]
-    return cols if view == "paper" else cols + ["Data set", "Profile", "Status"]
+def header(table: Table, view: str | View = "full") -> list[str]:
+    v = view_of(view)
+    cols = ["Method"] + [h for c in table.columns for h in v.column_header(c)]
+    return cols + RUN_HEADER if v.run_columns else cols
 
 
-def body(table: Table, view: str = "full") -> list[list[str]]:
-    _check_view(view)
+def body(table: Table, view: str | View = "full") -> list[list[str]]:
+    v = view_of(view)
     out = []
     for r in table.rows:
-        line = [r.label]
-        for c in table.columns:
-            cell = r.cells[c.key]
-            places = decimals(cell.paper, c.unit)
-            if view == "paper":
-                line.append(fmt(cell.paper, c.unit))
-            elif view == "measured":
-                line += [fmt_measured(cell, c.unit, places)] if c.measured else []
-            elif c.measured:
-                line += [fmt(cell.paper, c.unit), fmt_measured(cell, c.unit, places),
-                         cell_delta(cell, c.unit, places)]
-            else:
-                line.append(fmt(cell.paper, c.unit))
-        if view != "paper":
+        line = [r.label] + [x for c in table.columns for x in v.column_cells(r.cells[c.key], c)]
+        if v.run_columns:
             line += [r.run.data.display or MISSING, r.profile_cell, r.status]
         out.append(line)
     return out
@@ -502,13 +611,9 @@ def title(t: Table) -> str:
     return f"{t.recipe} — {t.name}" + (f": {t.caption}" if t.caption else "")
 
 
-def note(t: Table, view: str = "full") -> str:
+def note(t: Table, view: str | View = "full") -> str:
     """The line under a table: where the numbers come from."""
-    if view == "paper":
-        return f"Paper values as printed (the recipe's transcription); {MISSING} = not printed."
-    if view == "measured":
-        return f"{t.footnote()} {MISSING} = not measured."
-    return f"{t.footnote()} Paper values as printed; Δ = ours − paper; {MISSING} = not measured."
+    return view_of(view).note(t)
 
 
 def md_escape(text: str) -> str:
@@ -531,14 +636,11 @@ def _md_sections(sections: list[Section]) -> list[str]:
     return parts
 
 
-def to_markdown(tables: list[Table], view: str = "full") -> str:
+def to_markdown(tables: list[Table], view: str | View = "full") -> str:
+    v = view_of(view)
     parts = []
     for t in tables:
-        parts += [f"### {title(t)}", "", _md_table(header(t, view), body(t, view)), ""]
-        parts.append(f"_{note(t, view)}_" if view != "full" else
-                     f"_{t.footnote()}_ Paper values as printed; Δ = ours − paper ({NC}: not comparable); "
-                     f"{MISSING} = not measured.")
-        parts.append("")
+        parts += [f"### {title(t)}", "", _md_table(header(t, v), body(t, v)), "", v.md_note(t), ""]
         parts += _md_sections(t.sections)
     return "\n".join(parts)
 
@@ -571,7 +673,7 @@ def _tex_table(head: list[str], lines: list[list[str]], caption: str, note_text:
     return out + [r"\end{table}", ""]
 
 
-def to_latex(tables: list[Table], view: str = "full") -> str:
+def to_latex(tables: list[Table], view: str | View = "full") -> str:
     """One booktabs `table` per paper table (needs \\usepackage{booktabs, amssymb}), footnote under it."""
     parts = ["% bvbench tables: \\usepackage{booktabs,amssymb}", ""]
     for t in tables:
@@ -584,7 +686,7 @@ def to_latex(tables: list[Table], view: str = "full") -> str:
 FORMATS = ("md", "csv", "tex", "rich")
 
 
-def render(tables: list[Table], fmt: str = "md", view: str = "full") -> str | list[Any]:
+def render(tables: list[Table], fmt: str = "md", view: str | View = "full") -> str | list[Any]:
     """The tables in one format: text for md, csv and tex, rich renderables for rich. `bvbench table` and
     `bvbench run` both print through this."""
     if fmt not in FORMATS:
@@ -627,11 +729,6 @@ def row_w_a(t: Table, r: TableRow) -> str | None:
     return None
 
 
-def _pct(m: Metrics, key: str) -> float | None:
-    v = m.value(key)
-    return 100 * float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-
-
 def timm_columns(runs: list[Metrics]) -> dict[str, str]:
     """timm validate.py's columns of a row's runs (mean over seeds): top1/top5 and their errors in %,
     param_count in millions (the trained model's), plus our ops and size_mb (trained model's)."""
@@ -670,29 +767,22 @@ def _ident(t: Table, r: TableRow) -> dict[str, Any]:
             "n_seeds": len(r.runs) if r.runs else "", "run_id": m.run_id or ""}
 
 
-def to_csv(tables: list[Table], view: str = "full") -> str:
+def to_csv(tables: list[Table], view: str | View = "full") -> str:
     """Long, machine-readable form: one line per (table, row), numbers unformatted, accuracies in %. Columns:
     identity and setup (`CSV_IDENT`), timm validate.py's (`CSV_TIMM`: the trained model's top-1/top-5 in %,
     param_count in M, ops, size_mb), then per paper column paper_<key>, measured_<key> (what the table cell
     shows, in the paper's unit: complexity columns from the paper-scale model), measured_<key>_std and
     delta_<key> (empty when not comparable; `comparable` says which). The paper view has the paper's only."""
-    _check_view(view)
+    v = view_of(view)
     keys: list[str] = []
     measured: set[str] = set()
     for t in tables:
         for c in t.columns:
-            if c.key not in keys and (view != "measured" or c.measured):
+            if c.key not in keys and v.csv_keeps(c):
                 keys.append(c.key)
             if c.measured:
                 measured.add(c.key)
-    mkeys = [k for k in keys if k in measured]
-    ident = ["recipe", "table", "row", "label"]
-    if view == "paper":
-        fields = ident + [f"paper_{k}" for k in keys]
-    else:
-        per = ([f"paper_{k}" for k in keys] if view == "full" else []) + [f"measured_{k}" for k in mkeys] \
-            + [f"measured_{k}_std" for k in mkeys] + ([f"delta_{k}" for k in mkeys] if view == "full" else [])
-        fields = CSV_IDENT + CSV_TIMM + per + (["comparable", "differs"] if view == "full" else [])
+    fields = v.csv_fields(keys, [k for k in keys if k in measured])
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
@@ -748,36 +838,21 @@ def tolerance_style(delta: float, tolerance: float | None, unit: str, paper: Any
     return "red"
 
 
-def to_rich(tables: list[Table], view: str = "full") -> list[Any]:
+def to_rich(tables: list[Table], view: str | View = "full") -> list[Any]:
     """One rich.table.Table per table: Δ coloured by the column's tolerance, rows without a run dimmed."""
     from rich.table import Table as RichTable
     from rich.text import Text
 
-    _check_view(view)
+    v = view_of(view)
     out = []
     for t in tables:
-        legend = " Δ: green within the column's tolerance, yellow within 3×, red beyond." if view == "full" else ""
-        rt = RichTable(title=title(t), caption=note(t, view) + legend, caption_justify="left", title_justify="left")
-        for i, h in enumerate(header(t, view)):
-            rt.add_column(h, justify="left" if i == 0 or h in ("Data set", "Profile", "Status") else "right",
-                          overflow="fold")
-        texts = body(t, view)
-        for r, line in zip(t.rows, texts, strict=True):
-            cells: list[Any] = [Text(v) for v in line]
-            if view == "full":
-                i = 1
-                for c in t.columns:
-                    if not c.measured:
-                        i += 1
-                        continue
-                    cell = r.cells[c.key]
-                    if cell.delta is not None:
-                        d = round(cell.delta, decimals(cell.paper, c.unit))  # judge the Δ as printed
-                        cells[i + 2].stylize(tolerance_style(d, c.tolerance, c.unit, cell.paper))
-                    i += 3
-            if view != "paper" and r.status == "diverged":
-                cells[-1].stylize("red")
-            rt.add_row(*cells, style=None if view == "paper" or r.status == "finished" else "dim")
+        rt = RichTable(title=title(t), caption=v.note(t) + v.legend, caption_justify="left", title_justify="left")
+        for i, h in enumerate(header(t, v)):
+            rt.add_column(h, justify="left" if i == 0 or h in RUN_HEADER else "right", overflow="fold")
+        for r, line in zip(t.rows, body(t, v), strict=True):
+            cells: list[Any] = [Text(x) for x in line]
+            style = v.style(t, r, cells)
+            rt.add_row(*cells, style=style)
         out.append(rt)
         for sec in t.sections:
             st = RichTable(title=sec.title, caption=sec.note or None, caption_justify="left", title_justify="left")

@@ -1,5 +1,6 @@
 """What makes two runs the same run: the resolved configuration of a row and the context that changes its
-numbers (device, processes and global batch, CPU threads, the data copy) — its run id.
+numbers (device, processes and global batch, CPU threads, the data copy) — its run id. A row with
+`train.global_batch` fixes its global batch in the configuration: the world size is then left out.
 
 Context entries at their reference value (one process on the CPU with 2 intra-op threads, trained on the
 copies in `REFERENCE_DATA`: how every run committed under results/ was made) are left out of the hash, so an
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bvbench.build import methods_version
-from bvbench.recipes.schema import Recipe, Row
+from bvbench.recipes.schema import Recipe, Row, batch_split
 from bvbench.results import config_hash
 from bvbench.threads import resolve_threads
 
@@ -26,6 +27,7 @@ ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("distill", "rank_norm"): "fro",
     ("train", "compile"): False,
     ("model", "kwargs"): {},
+    ("train", "global_batch"): None,
 }
 
 AUGMENT_DRAWS = "per-sample"
@@ -76,7 +78,10 @@ def config_identity(recipe: Recipe, row: Row, seed: int) -> dict[str, Any]:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict) and node.get(key, neutral) == neutral:
             node.pop(key, None)
-    ident.get("train", {}).pop("checkpoint_every", None)  # when to save changes no result
+    train = ident.get("train", {})
+    train.pop("checkpoint_every", None)  # when to save changes no result
+    if train.get("global_batch") is not None:
+        train.pop("batch_size", None)  # then only the most per process (memory), split by `batch_split`
     ident.update({"profile": recipe.profile, "seed": seed, "methods_version": methods_version(row)})
     if row.train.augment.random:
         # Random per-image augmentation is drawn from (seed, epoch, sample index) since exact mid-epoch resume
@@ -95,7 +100,9 @@ def context_identity(row: Row, ctx: RunContext) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if ctx.device != "cpu":
         out["device"] = ctx.device  # GPU kernels compute other numbers than the CPU's
-    if ctx.world > 1:  # per-process batch x processes: DistributedSampler shards and gradient all-reduce
+    if ctx.world > 1 and row.train.global_batch is None:
+        # per-process batch x processes: another global batch. With train.global_batch the configuration fixes
+        # it (and accumulation makes up the processes), so 1, 4 or 8 processes train the same run.
         out["distributed"] = {"world_size": ctx.world, "global_batch": row.train.batch_size * ctx.world}
     if ctx.device == "cpu" and (n := ctx.threads_for(row)) != REFERENCE_THREADS:
         out["cpu_threads"] = n  # CPU reductions split by thread: not bit-identical across thread counts
@@ -123,8 +130,10 @@ def run_id(recipe: Recipe, row: Row, seed: int, ctx: RunContext) -> str:
 def identity_record(recipe: Recipe, row: Row, seed: int, ctx: RunContext) -> dict[str, Any]:
     """config.yaml's `identity:`: the full context (reference values included) and the configuration hash."""
     copy = ctx.data_copy(row)
+    per, accum = batch_split(row.train, ctx.world)
+    split = {"batch_per_process": per, "accum_steps": accum} if row.train.global_batch is not None else {}
     return {"version": IDENTITY_VERSION, "config": config_hash(config_identity(recipe, row, seed)),
-            "device": ctx.device, "world_size": ctx.world, "global_batch": row.train.batch_size * ctx.world,
+            "device": ctx.device, "world_size": ctx.world, "global_batch": per * accum * ctx.world, **split,
             "cpu_threads": ctx.threads_for(row) if ctx.device == "cpu" else None,
             "data_copy": {"copy": copy["copy"], "fingerprint": copy["fingerprint"]}}
 

@@ -15,7 +15,7 @@ import torch
 from bvbench import methods
 from bvbench.errors import BvbenchError
 from bvbench.models import safe_load
-from bvbench.recipes.schema import Recipe, Row
+from bvbench.recipes.schema import Recipe, Row, batch_split
 from bvbench.results import (
     RunDir,
     adopt_run,
@@ -73,6 +73,7 @@ class RunPlan:
         rows = [self.recipe.row(n) for n in self.recipe.dependencies(names)]
         for r in rows:  # fail before any training on a name that does not exist
             if r.status == "run":
+                batch_split(r.train, self.dist.world)  # a global batch that does not split: before any training
                 for stage in r.resolved_stages():
                     assert stage.method is not None
                     methods.METHODS.get(stage.method.name)

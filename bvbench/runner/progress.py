@@ -24,7 +24,7 @@ def row_work(row: Any) -> RowWork:
     """A row's epochs over its stages and, where its train subset is fixed, its steps per epoch."""
     epochs = sum(s.epochs or 0 for s in row.resolved_stages())
     n = row.data.train_subset
-    spe = math.ceil(n / row.train.batch_size) if n else None
+    spe = math.ceil(n / (row.train.global_batch or row.train.batch_size)) if n else None
     if spe is not None and row.train.max_steps_per_epoch:
         spe = min(spe, row.train.max_steps_per_epoch)
     return RowWork(epochs, spe)

@@ -25,8 +25,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def effective_lr(cfg: TrainConfig, lr: float) -> float:
-    """DeiT's linear scaling rule when `lr_base_batch` is set: lr * batch / base."""
-    return lr * cfg.batch_size / cfg.lr_base_batch if cfg.lr_base_batch else lr
+    """DeiT's linear scaling rule when `lr_base_batch` is set: lr * batch / base (the batch: `global_batch` when
+    set, else `batch_size`)."""
+    return lr * (cfg.global_batch or cfg.batch_size) / cfg.lr_base_batch if cfg.lr_base_batch else lr
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:

@@ -23,7 +23,7 @@ from bvbench.errors import BvbenchError, Stopped, signal_name
 from bvbench.evaluate.metrics import predict, topk_accuracy
 from bvbench.models import is_distilled
 from bvbench.quant.qattention import attention_maps, capturable
-from bvbench.recipes.schema import Row, StageConfig, checkpoint_interval
+from bvbench.recipes.schema import Row, StageConfig, batch_split, checkpoint_interval
 from bvbench.results import atomic_torch_save, atomic_write_text, pause_for_tests
 from bvbench.train.loggers import RunLogger
 from bvbench.train.losses import ClassificationLoss
@@ -126,14 +126,19 @@ class SeededSamples(Dataset):
         s = (self.seed * 1_000_003 + key) * 10_000_019 + i
         if torch.utils.data.get_worker_info() is not None:
             return self._seeded(s, i)
-        saved = rng_state()
+        saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
         try:
             return self._seeded(s, i)
         finally:
-            set_rng_state(saved)
+            torch.set_rng_state(saved[0])
+            np.random.set_state(saved[1])
+            random.setstate(saved[2])
 
     def _seeded(self, s: int, i: int) -> Any:
-        torch.manual_seed(s % 2**63)
+        # The CPU generator only, which the transforms draw from: torch.manual_seed would also queue a lazy seed
+        # call with a formatted stack for every accelerator backend not yet initialised (~10 ms and a few KiB that
+        # are never freed, per sample).
+        torch.default_generator.manual_seed(s % 2**63)
         np.random.seed(s % 2**32)
         random.seed(s)
         return self.base[i]
@@ -149,6 +154,14 @@ class Dist:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    def max_over_ranks(self, value: int, device: torch.device) -> int:
+        """The largest `value` of all ranks (an all-reduce of one integer; itself alone)."""
+        if self.world <= 1:
+            return value
+        t = torch.tensor([value], dtype=torch.int64, device=device if device.type == "cuda" else "cpu")
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return int(t.item())
 
 
 @dataclass
@@ -258,6 +271,7 @@ class Trainer:
         if self.loss_fn.needs_attention and self.teacher is not None:
             capturable(self.teacher)  # ranking-aware distillation reads the teacher's attention maps
         self.dist = dist or Dist()
+        self.micro, self.accum = batch_split(self.cfg, self.dist.world)  # per forward pass, per optimizer step
         self.progress = progress
         self.log = log
         self.wrap = wrap or (lambda m: m)
@@ -284,19 +298,20 @@ class Trainer:
         return Mixup(mixup_alpha=a.mixup, cutmix_alpha=a.cutmix, label_smoothing=self.cfg.label_smoothing,
                      num_classes=self.num_classes)
 
-    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
-        """The training loader (built once; its workers persist across epochs), placed at this epoch and batch."""
+    def _loader(self, epoch: int, start_step: int) -> DataLoader:
+        """The training loader of micro-batches (built once; its workers persist across epochs), placed at this
+        epoch and optimizer step."""
         if self._train_loader is None:
             nw = self.row.data.num_workers
             sampler = PositionedSampler(len(self.train_set), self.seed,  # type: ignore[arg-type]
                                         rank=self.dist.rank, world=self.dist.world)
             self._train_loader = DataLoader(
-                SeededSamples(self.train_set, self.seed), batch_size=self.cfg.batch_size, sampler=sampler,
+                SeededSamples(self.train_set, self.seed), batch_size=self.micro, sampler=sampler,
                 num_workers=nw, drop_last=self.mixup is not None, pin_memory=self.device.type == "cuda",
                 generator=torch.Generator().manual_seed(self.seed * 7919),
                 worker_init_fn=seed_worker if nw else None, persistent_workers=nw > 0)
         self._train_loader.sampler.place(self.state.stage * 10_000 + epoch,  # type: ignore[attr-defined]
-                                         start_batch * self.cfg.batch_size)
+                                         start_step * self.micro * self.accum)
         return self._train_loader
 
     def close_loader(self) -> None:
@@ -304,9 +319,15 @@ class Trainer:
         shutdown_workers(getattr(self._train_loader, "_iterator", None))
         self._train_loader = None
 
+    def micro_batches_per_epoch(self) -> int:
+        """Forward passes of a whole epoch on this process (a partial last one dropped with mixup)."""
+        n = math.ceil(len(self.train_set) / self.dist.world)  # type: ignore[arg-type]
+        return n // self.micro if self.mixup is not None else math.ceil(n / self.micro)
+
     def steps_per_epoch(self) -> int:
-        n = math.ceil(len(self.train_set) / self.dist.world)
-        steps = n // self.cfg.batch_size if self.mixup is not None else math.ceil(n / self.cfg.batch_size)
+        """Optimizer steps per epoch (`accum` micro-batches each; the last may have fewer without mixup)."""
+        m = self.micro_batches_per_epoch()
+        steps = m // self.accum if self.mixup is not None else math.ceil(m / self.accum)
         if self.cfg.max_steps_per_epoch:
             steps = min(steps, self.cfg.max_steps_per_epoch)
         return max(steps, 1)
@@ -324,6 +345,7 @@ class Trainer:
         if is_distilled(self.model):
             self.model.set_distilled_training(self.row.distill.kind != "none" and self.teacher is not None)
         self.net = self.wrap(self.model)
+        self._no_sync = getattr(self.net, "no_sync", None)  # DDP: no gradient all-reduce on a step's first passes
         if self.cfg.compile:  # the state dict, hooks and evaluation keep using the plain module
             self.net = torch.compile(self.net)
         self.final_eval = None
@@ -413,7 +435,7 @@ class Trainer:
 
     def _stop_if_signalled(self, where: str) -> None:
         """A signal that arrived during an epoch's evaluation stops the run once its checkpoint is saved."""
-        if self.stop.signal is not None:
+        if self._agreed_signal() is not None:
             pause_for_tests("stopping")
             raise Interrupted(where)
 
@@ -426,14 +448,12 @@ class Trainer:
             self.close_loader()
 
     def _epoch(self, stage: StageConfig) -> None:
-        cfg, st = self.cfg, self.state
+        st = self.state
         spe = self.steps_per_epoch()
-        total = spe * (stage.epochs or 0)
-        base_lr = effective_lr(cfg, stage.lr or cfg.lr)
-        self.net.train()
-        loader = self._loader(st.epoch, st.step)
-        task = None
         desc = f"{self.row.name} [{stage.name}] epoch {st.epoch + 1}/{stage.epochs}"
+        self.net.train()
+        batches = iter(self._loader(st.epoch, st.step))  # persistent workers: they live until training ends
+        task = None
         if self.progress is not None and self.dist.main:
             task = self.progress.add_task(desc, total=spe, completed=st.step, loss=float("nan"), acc=float("nan"), ips=0.0)
         if st.step == 0:
@@ -441,50 +461,93 @@ class Trainer:
         sums = st.sums  # a resumed epoch goes on from the totals of its first part
         t0 = time.perf_counter() - sums.time_s
         t_last = time.perf_counter()
-        for x, y in loader:  # persistent workers: they live until training ends (`_workers_stopped`)
-            if st.step >= spe:
+        while st.step < spe:
+            step = self._optimizer_step(stage, batches, spe)
+            if step is None:
                 break
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            target = y
-            if self.mixup is not None:
-                x, target = self.mixup(x, y)
-            lr = lr_at(st.epoch * spe + st.step, total, spe, cfg, base_lr)
-            set_lr(self.opt, lr)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                maps = self.loss_fn.needs_attention and self.teacher is not None
-                with attention_maps(self.model, enabled=maps) as s_maps:
-                    out = self.net(x)
-                t_logits = None
-                if self.teacher is not None and self.row.distill.kind != "none":
-                    with torch.no_grad(), attention_maps(self.teacher, enabled=maps) as t_maps:
-                        t_logits = self.teacher(x).float()
-                loss = self.loss_fn(out, target, t_logits, (t_maps, s_maps) if maps else None)
-            if not torch.isfinite(loss):
-                raise Diverged(f"loss is {loss.item()} at stage {stage.name}, epoch {st.epoch + 1}, step {st.step + 1}")
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.opt.step()
-            logits = out[0] if isinstance(out, tuple) else out
-            sums.correct += int((logits.argmax(1) == y).sum().item())
-            sums.seen += x.shape[0]
-            sums.loss_sum += loss.item()
-            sums.n_batches += 1
+            loss, seen, lr = step
             sums.time_s = time.perf_counter() - t0
             st.step += 1
-            t_last = self._log_step(stage, loss.item(), lr, x.shape[0], t_last)
+            t_last = self._log_step(stage, loss, lr, seen, t_last)
             if task is not None:
                 self.progress.update(task, advance=1, loss=sums.loss_sum / sums.n_batches,
                                      acc=sums.correct / sums.seen, ips=sums.seen / max(sums.time_s, 1e-9))
-            self._since_save += 1
-            if self._checkpoint_due():
-                self.save()
-            if self.stop.signal is not None:
-                pause_for_tests("stopping")
-                self.save()
-                raise Interrupted(f"stopped at stage {stage.name}, epoch {st.epoch + 1}, step {st.step}")
-        elapsed = time.perf_counter() - t0
+            self._after_step(stage)
+        self._end_epoch(stage, desc, time.perf_counter() - t0, task)
+
+    def _optimizer_step(self, stage: StageConfig, batches: Iterator[Any], spe: int) -> tuple[float, int, float] | None:
+        """One optimizer step over its micro-batches (gradients accumulated, DDP synchronising on the last one
+        only); returns (mean loss, images, lr), or None when the loader has nothing left."""
+        st, sums = self.state, self.state.sums
+        n_micro = min(self.accum, self.micro_batches_per_epoch() - st.step * self.accum)
+        lr = lr_at(st.epoch * spe + st.step, spe * (stage.epochs or 0), spe, self.cfg,
+                   effective_lr(self.cfg, stage.lr or self.cfg.lr))
+        set_lr(self.opt, lr)
+        self.opt.zero_grad(set_to_none=True)
+        losses, seen = [], 0
+        for k in range(max(n_micro, 0)):
+            batch = next(batches, None)
+            if batch is None:
+                break
+            x, y = (t.to(self.device, non_blocking=True) for t in batch)
+            last = k == n_micro - 1
+            with contextlib.nullcontext() if last or self._no_sync is None else self._no_sync():
+                logits, loss = self._forward(stage, x, y)
+                (loss / n_micro if n_micro > 1 else loss).backward()  # the mean over the step's images
+            losses.append(loss.item())
+            sums.correct += int((logits.argmax(1) == y).sum().item())
+            sums.seen += x.shape[0]
+            sums.loss_sum += losses[-1]
+            sums.n_batches += 1
+            seen += x.shape[0]
+        if not losses:
+            return None
+        if self.cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        return sum(losses) / len(losses), seen, lr
+
+    def _forward(self, stage: StageConfig, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and loss of one micro-batch (mixup, distillation and attention maps applied)."""
+        target = y
+        if self.mixup is not None:
+            x, target = self.mixup(x, y)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            maps = self.loss_fn.needs_attention and self.teacher is not None
+            with attention_maps(self.model, enabled=maps) as s_maps:
+                out = self.net(x)
+            t_logits = None
+            if self.teacher is not None and self.row.distill.kind != "none":
+                with torch.no_grad(), attention_maps(self.teacher, enabled=maps) as t_maps:
+                    t_logits = self.teacher(x).float()
+            loss = self.loss_fn(out, target, t_logits, (t_maps, s_maps) if maps else None)
+        if not torch.isfinite(loss):
+            st = self.state
+            raise Diverged(f"loss is {loss.item()} at stage {stage.name}, epoch {st.epoch + 1}, step {st.step + 1}")
+        return (out[0] if isinstance(out, tuple) else out), loss
+
+    def _after_step(self, stage: StageConfig) -> None:
+        """A step checkpoint when due; a signal (on any rank: they agree) saves and stops at this same step."""
+        self._since_save += 1
+        if self._agreed_signal() is not None:
+            pause_for_tests("stopping")
+            self.save()
+            st = self.state
+            raise Interrupted(f"stopped at stage {stage.name}, epoch {st.epoch + 1}, step {st.step}")
+        if self._checkpoint_due():
+            self.save()
+
+    def _agreed_signal(self) -> int | None:
+        """The stop signal as every rank sees it: the largest signal number any rank received (0: none), so all
+        stop at the same step and exit with the same status."""
+        sig = self.dist.max_over_ranks(self.stop.signal or 0, self.device)
+        if sig:
+            self.stop.signal = sig
+        return sig or None
+
+    def _end_epoch(self, stage: StageConfig, desc: str, elapsed: float, task: Any) -> None:
+        """Evaluate, append the epoch's history row, tell the loggers and print it (main process)."""
+        st, sums = self.state, self.state.sums
         rec: dict[str, Any] = {"stage": stage.name, "epoch": st.epoch + 1, "lr": self.opt.param_groups[0]["lr"],
                                "train_loss": sums.loss_sum / max(sums.n_batches, 1),
                                "train_top1": sums.correct / max(sums.seen, 1),
@@ -504,7 +567,6 @@ class Trainer:
             test = f" test_top1 {rec['test_top1']:.4f}" if "test_top1" in rec else ""
             self.log(f"  {desc}: loss {rec['train_loss']:.4f} train_top1 {rec['train_top1']:.4f}{test} "
                      f"({rec['images_per_s']:.0f} img/s, {elapsed:.1f} s)")
-
 
     def _log_step(self, stage: StageConfig, loss: float, lr: float, batch: int, since: float) -> float:
         """One step to the loggers (throughput: this step's images over the time since the last one)."""

@@ -1,4 +1,4 @@
-"""build_loader: seeded order, seeded workers, drop_last, DistributedSampler."""
+"""Loader helpers: seeded workers, the test-set loader, signal-quiet workers, cached deterministic splits."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader
 
 from bvbench.data import build_dataset
-from bvbench.data.loader import build_loader
+from bvbench.data.loader import eval_loader, seed_worker
 from bvbench.recipes import AugmentConfig, DataConfig
 
 NOWHERE = Path("/nonexistent-bvbench-root")
@@ -25,63 +24,27 @@ def fake_train():
     return build_dataset(DataConfig(name="fake"), NOWHERE, "train")[0]
 
 
-def test_same_seed_same_order(fake_train) -> None:
-    a = build_loader(fake_train, 64, train=True, num_workers=0, seed=3)
-    b = build_loader(fake_train, 64, train=True, num_workers=0, seed=3)
-    c = build_loader(fake_train, 64, train=True, num_workers=0, seed=4)
-    first = labels(a)
-    assert first == labels(b) and first != labels(c)
-    assert first != fake_train.targets  # shuffled
-    assert labels(a) != first  # a new epoch reshuffles, deterministically
-
-
-def test_epochs_repeat_per_seed(fake_train) -> None:
-    def two_epochs(seed: int) -> list[list[int]]:
-        dl = build_loader(fake_train, 128, train=True, num_workers=0, seed=seed)
-        return [labels(dl), labels(dl)]
-
-    assert two_epochs(1) == two_epochs(1)
-
-
 def test_eval_loader_keeps_order_and_last_batch(fake_train) -> None:
-    dl = build_loader(fake_train, 100, train=False, num_workers=0, seed=0)
+    dl = eval_loader(fake_train, 100, 0)
     assert labels(dl) == fake_train.targets and len(dl) == 6 and not dl.drop_last
     assert not dl.persistent_workers
-    train = build_loader(fake_train, 100, train=True, num_workers=0, seed=0)
-    assert train.drop_last and len(train) == 5
-    small = build_loader(fake_train, 1000, train=True, num_workers=0, seed=0)
-    assert not small.drop_last and len(small) == 1  # never zero batches
-    forced = build_loader(fake_train, 100, train=True, num_workers=0, seed=0, drop_last=False)
-    assert len(forced) == 6
 
 
 def test_workers_are_seeded() -> None:
+    """seed_worker (the training loader's worker init) seeds numpy and `random` from the loader's generator."""
     aug = AugmentConfig(randaugment="rand-m9-mstd0.5-inc1", random_erasing=0.5)
     ds, _ = build_dataset(DataConfig(name="fake", train_subset=64), NOWHERE, "train", augment=aug)
 
     def batches(seed: int) -> list[torch.Tensor]:
-        dl = build_loader(ds, 16, train=True, num_workers=2, seed=seed)
-        assert dl.persistent_workers
+        g = torch.Generator()
+        g.manual_seed(seed)
+        dl = DataLoader(ds, batch_size=16, shuffle=True, num_workers=2, generator=g, worker_init_fn=seed_worker,
+                        persistent_workers=True)
         return [x for x, _ in dl]
 
     a, b, c = batches(7), batches(7), batches(8)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))  # augmentations included
     assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
-
-
-def test_distributed_sampler(fake_train, tmp_path: Path) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
-    try:
-        a = build_loader(fake_train, 64, train=True, num_workers=0, seed=2, distributed=True)
-        b = build_loader(fake_train, 64, train=True, num_workers=0, seed=2, distributed=True)
-        assert isinstance(a.sampler, DistributedSampler) and a.sampler.shuffle and a.sampler.seed == 2
-        assert labels(a) == labels(b) and labels(a) != fake_train.targets
-        a.sampler.set_epoch(1)
-        assert labels(a) != labels(b)
-        ev = build_loader(fake_train, 64, train=False, num_workers=0, seed=2, distributed=True)
-        assert not ev.sampler.shuffle and labels(ev) == fake_train.targets
-    finally:
-        dist.destroy_process_group()
 
 
 def test_eval_loader_workers_leave_termination_signals_to_the_main_process() -> None:
@@ -92,7 +55,6 @@ def test_eval_loader_workers_leave_termination_signals_to_the_main_process() -> 
 
     from torch.utils.data import TensorDataset
 
-    from bvbench.data.loader import eval_loader
 
     loader = eval_loader(TensorDataset(torch.arange(64.0).view(64, 1)), 8, 2)
     it = iter(loader)

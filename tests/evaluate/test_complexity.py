@@ -121,6 +121,8 @@ def test_gsb_table_ix_full_precision_block(deit_s_distilled: nn.Module) -> None:
 @pytest.mark.parametrize(("k", "attn_bops", "all_ops"), [(0, 147e6, 10.21e6), (2, 267e6, 12.88e6)])
 def test_gsb_table_ix_binary_block(deit_s_distilled: nn.Module, k: int, attn_bops: float, all_ops: float) -> None:
     model = quantize(deit_s_distilled, k=k)
+    for m in model.modules():  # the baseline's quantizers compute their scales (XNOR statistics)
+        m.statistics = k == 0
     c = count_complexity(model, IMG, convention="gsb")
     block = c.blocks[0]
     n, d, h = 198, 384, 6
@@ -128,12 +130,11 @@ def test_gsb_table_ix_binary_block(deit_s_distilled: nn.Module, k: int, attn_bop
     assert abs(rel(block["attn_bops"], attn_bops)) < 0.01
     assert abs(rel(block["mlp_bops"], 233e6)) < 0.01
     ops = (block["attn_bops"] + block["mlp_bops"]) / 64 + block["attn_flops"] + block["mlp_flops"]
-    assert abs(rel(ops, all_ops)) < 0.15
-    # the documented cost model, by hand: MLP 20nd; attention 19nd + 6Hn^2, GSB adds 19nd + 3Hn^2 at k=2
+    assert abs(rel(ops, all_ops)) < 0.01
+    # the paper's cells decomposed (module docstring): baseline 27nd + 3Hn^2 and 20nd, GSB 30nd + 7Hn^2 and 15nd
     nd, hn2 = n * d, h * n * n
-    assert block["mlp_flops"] == 20 * nd
-    extra = (2 * (k + 1) ** 2 - 2 + (k + 1)) * nd + (k + 1) * hn2 if k else 0
-    assert block["attn_flops"] == 19 * nd + 6 * hn2 + extra
+    assert block["mlp_flops"] == (15 if k else 20) * nd
+    assert block["attn_flops"] == (30 * nd + 7 * hn2 if k else 27 * nd + 3 * hn2)
 
 
 # ------------------------------------------------------------------ Bi-ViT Table 2
@@ -217,15 +218,15 @@ def test_counts_by_hand(depth: int, dim: int, heads: int, k: int) -> None:
 
     gsb = count_complexity(model, (3, 32, 32), convention="gsb")
     nd, hn2, products = n * dim, heads * n * n, (k + 1) ** 2
-    attn = 2 * 2 * nd + 2 * 4 * nd  # qkv + proj: inputs (2 per element), outputs (2 per element)
-    attn += 2 * (3 * nd + hn2) + hn2 + 3 * hn2  # q, k, V, A operands; q.k^T rescale; softmax
-    attn += products * nd + (products - 1) * nd  # rescale + accumulate the A.V products
-    attn += (k + 1) * (hn2 + nd) if k else 0  # GSB masks (and max) on A and on V
-    mlp = 2 * 3 * nd + 2 * 3 * nd  # fc1 + fc2: inputs nd + 2nd, outputs 2nd + nd
+    attn = 2 * 2 * nd + 1 * 4 * nd  # qkv + proj: inputs (2 per element, learned), outputs (1 per element)
+    attn += 2 * 3 * nd + 3 * hn2 + nd + 7 * nd  # q, k, V operands; A; the A.V rescale; the paper's 7 nd
+    attn += (2 + k) * hn2 + (2 + 3 * k) * nd if k else 0  # GSB masks (and max) on A and on V
+    mlp = 2 * 3 * nd + 1 * 3 * nd  # fc1 + fc2: inputs nd + 2nd, outputs 2nd + nd
+    assert products >= 1
     assert gsb.blocks == [{"attn_bops": plain.blocks[0]["attn_bops"], "attn_flops": attn,
                            "mlp_bops": plain.blocks[0]["mlp_bops"], "mlp_flops": mlp}] * depth
     assert gsb.bops == plain.bops
-    assert gsb.flops == depth * (attn + mlp) + 2 * (3 * 32 * 32 + dim) + 2 * (patches * dim + classes)
+    assert gsb.flops == depth * (attn + mlp) + 2 * (3 * 32 * 32 + dim) + 1 * (patches * dim + classes)
 
 
 def test_batch_dimension_scales_counts() -> None:

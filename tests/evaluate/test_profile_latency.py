@@ -3,17 +3,22 @@ and the measured .bvb size next to the fp32 size."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+import pytest
 import torch
 
+import bvbench.evaluate.profile as profile
 from bvbench.evaluate.export import export_run
 from bvbench.evaluate.profile import profile_row
 from bvbench.recipes import load_recipe
 from bvbench.runner import RunOptions, run_recipe
 
 
-def test_latency_columns_and_bvb_size(tmp_path: Path) -> None:
+def test_latency_columns_and_bvb_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a few timings per cell are enough for the columns; the default 10 + 30 per cell is what users get
+    monkeypatch.setattr(profile, "measure_variants", functools.partial(profile.measure_variants, warmup=1, iters=3))
     rec = load_recipe("quickstart", "smoke")
     r = profile_row(rec, rec.row("bitnet"), latency=True, threads=2)
     combos = {(x["mode"], x["threads"], x["batch_size"]) for x in r["latency"]}
