@@ -15,7 +15,7 @@ from bvbench.data import build_dataset
 from bvbench.data import decoded as dec
 from bvbench.data.base import ArraySource, FileSource
 from bvbench.data.datasets import CIFAR10_CLASSES
-from bvbench.data.loader import build_loader
+from bvbench.data.loader import seed_worker
 from bvbench.recipes import AugmentConfig, DataConfig
 
 
@@ -36,7 +36,8 @@ def _fresh_memory() -> None:
 
 
 def _batches(ds: torch.utils.data.Dataset, workers: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    loader = build_loader(ds, 8, train=True, num_workers=workers, seed=3)
+    loader = torch.utils.data.DataLoader(ds, 8, shuffle=True, num_workers=workers, worker_init_fn=seed_worker,
+                                         generator=torch.Generator().manual_seed(3))
     out = []
     for epoch in range(2):
         torch.manual_seed(epoch)  # the main process's draws (workers=0): the same start for both paths
